@@ -1,0 +1,29 @@
+# Set-up is part of every target: a virtual env in .venv with vecbench installed.
+# torch is installed first as the CPU build (TORCH=... to choose another), so the
+# package's torch range installs nothing more and no CUDA wheels are downloaded.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH)"
+	$(BIN)/pip install -e ".[test]"
+	touch $(STAMP)
+
+# The main job on the embedded defaults: PPO on cartpole, CPU if no GPU, W&B offline.
+demo: $(STAMP)
+	$(BIN)/vecbench train
+
+# Lint, then the whole suite (CPU; gpu-marked tests are deselected without CUDA).
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/pytest tests/benchmarks --benchmark-enable --benchmark-columns=min,median,mean,rounds
+	$(BIN)/vecbench bench --num-envs 256 1024 4096 16384 -o runs/bench/cartpole

@@ -1,0 +1,1 @@
+"""Learning algorithms behind one contract (`algos.base.Algorithm`)."""

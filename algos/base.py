@@ -1,0 +1,47 @@
+"""The contract every algorithm implements; the runner knows nothing more of them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+from envs.base import EnvStep
+
+
+class Algorithm(ABC):
+    """act -> env.step -> observe, repeated ``steps_per_update`` times, then update.
+
+    Everything returned stays a device tensor; the runner reads numbers once per log
+    interval.
+    """
+
+    #: How many act/observe pairs come between two calls of `update`.
+    steps_per_update: int
+
+    @abstractmethod
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """Exploring actions for obs [N, O]; remembers what `update` needs."""
+
+    @abstractmethod
+    def observe(self, step: EnvStep) -> None:
+        """The outcome of the last `act`."""
+
+    @abstractmethod
+    def update(self) -> dict[str, torch.Tensor]:
+        """Learn from what was observed; returns detached scalar tensors (losses, lr...)."""
+
+    @abstractmethod
+    def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Actions for evaluation; changes no training state."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training (networks, optimiser, normaliser)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def set_progress(self, fraction: float) -> None:  # noqa: B027 - optional hook
+        """Fraction of the training budget done, in [0, 1], for schedules."""

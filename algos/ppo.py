@@ -1,0 +1,260 @@
+"""Proximal policy optimisation (clipped surrogate, GAE, minibatch epochs), device-only.
+
+Shapes: T rollout steps, N envs, B = T * N samples, O obs size, A action size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from algos.base import Algorithm
+from algos.gae import compute_gae
+from algos.networks import Activation, CategoricalHead, GaussianHead, mlp
+from algos.rollout import RolloutStorage
+from envs.base import ActionSpace, EnvStep
+from envs.wrappers import RunningMeanStd
+from harness.errors import FieldError
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    name: str = "ppo"
+    num_steps: int = 16  # T, rollout length per env per update
+    num_epochs: int = 4  # passes over each rollout
+    num_minibatches: int = 4  # minibatches per pass
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2  # surrogate ratio clip
+    clip_value_loss: bool = True
+    value_coef: float = 1.0
+    entropy_coef: float = 0.0
+    lr: float = 3e-4
+    lr_schedule: Literal["fixed", "linear", "adaptive"] = "adaptive"
+    desired_kl: float = 0.005  # target KL of the adaptive schedule
+    max_grad_norm: float = 1.0
+    normalize_advantages: bool = True
+    normalize_observations: bool = True
+    actor_hidden: tuple[int, ...] = (64, 64)
+    critic_hidden: tuple[int, ...] = (64, 64)
+    activation: Activation = "tanh"
+    init_log_std: float = 0.0  # Gaussian head only
+
+    def __post_init__(self) -> None:
+        for key in ("num_steps", "num_epochs", "num_minibatches"):
+            if getattr(self, key) <= 0:
+                raise FieldError(key, f"must be > 0, got {getattr(self, key)}")
+        for key in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise FieldError(key, f"must be in [0, 1], got {getattr(self, key)}")
+        for key in ("lr", "clip_coef", "desired_kl", "max_grad_norm"):
+            if getattr(self, key) <= 0:
+                raise FieldError(key, f"must be > 0, got {getattr(self, key)}")
+        for key in ("value_coef", "entropy_coef"):
+            if getattr(self, key) < 0:
+                raise FieldError(key, f"must be >= 0, got {getattr(self, key)}")
+        for key in ("actor_hidden", "critic_hidden"):
+            if any(w <= 0 for w in getattr(self, key)):
+                raise FieldError(key, f"widths must be > 0, got {list(getattr(self, key))}")
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic MLPs over normalised observations."""
+
+    def __init__(self, config: PPOConfig, obs_size: int, action_space: ActionSpace) -> None:
+        super().__init__()
+        if action_space.kind == "discrete":
+            self.head: CategoricalHead | GaussianHead = CategoricalHead(action_space.n)
+        else:
+            self.head = GaussianHead(action_space.shape, config.init_log_std)
+        act = config.activation
+        self.actor = mlp(obs_size, config.actor_hidden, self.head.out_size, act, out_gain=0.01)
+        self.critic = mlp(obs_size, config.critic_hidden, 1, act, out_gain=1.0)
+        self.obs_norm = RunningMeanStd(obs_size)
+        self.normalize = config.normalize_observations
+
+    def norm(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.obs_norm(obs) if self.normalize else obs
+
+    def value(self, nobs: torch.Tensor) -> torch.Tensor:
+        return self.critic(nobs).squeeze(-1)
+
+
+class PPO(Algorithm):
+    def __init__(
+        self,
+        config: PPOConfig,
+        obs_size: int,
+        action_space: ActionSpace,
+        num_envs: int,
+        device: torch.device,
+        generator: torch.Generator,
+    ) -> None:
+        self.config = config
+        self.device = device
+        self.generator = generator
+        self.steps_per_update = config.num_steps
+        self.batch_size = config.num_steps * num_envs  # B
+        if self.batch_size < config.num_minibatches:
+            raise FieldError(
+                "num_minibatches",
+                f"must be <= num_steps * num_envs = {self.batch_size}, "
+                f"got {config.num_minibatches}",
+            )
+        self.model = ActorCritic(config, obs_size, action_space).to(device)
+        # lr lives on the device so schedules change it without a host sync or recompile.
+        self.lr = torch.tensor(config.lr, device=device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr.clone(), fused=True)
+        discrete = action_space.kind == "discrete"
+        self.storage = RolloutStorage(
+            config.num_steps,
+            num_envs,
+            obs_size,
+            () if discrete else (action_space.shape,),
+            torch.int64 if discrete else torch.float32,
+            device,
+        )
+        self.last_obs: torch.Tensor | None = None
+        self.progress = 0.0
+
+    # Rollout ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        if model.normalize:
+            model.obs_norm.update(obs)
+        nobs = model.norm(obs)
+        out = model.actor(nobs)
+        actions = model.head.sample(out, self.generator)
+        self.storage.add_policy(nobs, actions, model.head.log_prob(out, actions), model.value(nobs))
+        return actions
+
+    @torch.no_grad()
+    def observe(self, step: EnvStep) -> None:
+        final_values = self.model.value(self.model.norm(step.info["final_obs"]))
+        self.storage.add_outcome(step.reward, step.terminated, step.truncated, final_values)
+        self.last_obs = step.obs
+
+    @torch.no_grad()
+    def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        out = self.model.actor(self.model.norm(obs))
+        return self.model.head.mode(out) if deterministic else self.model.head.sample(out, None)
+
+    # Update -----------------------------------------------------------------------------
+
+    def set_progress(self, fraction: float) -> None:
+        self.progress = min(max(fraction, 0.0), 1.0)
+
+    def update(self) -> dict[str, torch.Tensor]:
+        if not self.storage.full or self.last_obs is None:
+            raise RuntimeError("PPO.update needs a full rollout (num_steps act/observe pairs)")
+        c, s = self.config, self.storage
+        with torch.no_grad():
+            last_values = self.model.value(self.model.norm(self.last_obs))
+            advantages, returns = compute_gae(
+                s.rewards,
+                s.values,
+                last_values,
+                s.terminated,
+                s.truncated,
+                s.final_values,
+                c.gamma,
+                c.gae_lambda,
+            )
+        if c.lr_schedule == "linear":
+            self.lr.fill_(c.lr * (1.0 - self.progress))
+        batch = {
+            "obs": s.obs.flatten(0, 1),  # [B, O]
+            "actions": s.actions.flatten(0, 1),  # [B] or [B, A]
+            "log_probs": s.log_probs.flatten(),  # [B]
+            "values": s.values.flatten(),  # [B]
+            "advantages": advantages.flatten(),  # [B]
+            "returns": returns.flatten(),  # [B]
+        }
+        totals = torch.zeros(5, device=self.device)  # policy, value, entropy, kl, clip frac
+        minibatch = self.batch_size // c.num_minibatches
+        for _ in range(c.num_epochs):
+            order = torch.randperm(self.batch_size, device=self.device, generator=self.generator)
+            for start in range(0, minibatch * c.num_minibatches, minibatch):
+                idx = order[start : start + minibatch]
+                totals += self._minibatch_step({k: v[idx] for k, v in batch.items()})
+        s.clear()
+        totals /= c.num_epochs * c.num_minibatches
+        return {
+            "policy_loss": totals[0],
+            "value_loss": totals[1],
+            "entropy": totals[2],
+            "approx_kl": totals[3],
+            "clip_fraction": totals[4],
+            "lr": self.lr.clone(),
+        }
+
+    def _minibatch_step(self, mb: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One gradient step; returns [5] detached statistics."""
+        c, model = self.config, self.model
+        out = model.actor(mb["obs"])
+        log_probs = model.head.log_prob(out, mb["actions"])
+        entropy = model.head.entropy(out).mean()
+        values = model.value(mb["obs"])
+
+        adv = mb["advantages"]
+        if c.normalize_advantages:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        log_ratio = log_probs - mb["log_probs"]
+        ratio = log_ratio.exp()
+        surrogate = torch.max(
+            -adv * ratio, -adv * ratio.clamp(1.0 - c.clip_coef, 1.0 + c.clip_coef)
+        ).mean()
+        if c.clip_value_loss:
+            clipped = mb["values"] + (values - mb["values"]).clamp(-c.clip_coef, c.clip_coef)
+            value_loss = torch.max((values - mb["returns"]) ** 2, (clipped - mb["returns"]) ** 2)
+            value_loss = value_loss.mean()
+        else:
+            value_loss = ((values - mb["returns"]) ** 2).mean()
+        loss = surrogate + c.value_coef * value_loss - c.entropy_coef * entropy
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
+        self.optimizer.step()
+
+        with torch.no_grad():
+            approx_kl = ((ratio - 1.0) - log_ratio).mean()  # k3 estimator, >= 0
+            clip_fraction = ((ratio - 1.0).abs() > c.clip_coef).float().mean()
+            if c.lr_schedule == "adaptive":
+                self._adapt_lr(approx_kl)
+            self.optimizer.param_groups[0]["lr"].copy_(self.lr)
+            return torch.stack(
+                [
+                    surrogate.detach(),
+                    value_loss.detach(),
+                    entropy.detach(),
+                    approx_kl,
+                    clip_fraction,
+                ]
+            )
+
+    def _adapt_lr(self, kl: torch.Tensor) -> None:
+        """rsl_rl's rule, branch-free: shrink when KL > 2x target, grow when < target / 2."""
+        target = self.config.desired_kl
+        factor = torch.where(kl > 2.0 * target, 1.0 / 1.5, torch.where(kl < target / 2.0, 1.5, 1.0))
+        self.lr.copy_((self.lr * factor).clamp(1e-5, 1e-2))
+
+    # Checkpoints ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr": self.lr.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr.copy_(state["lr"])
+        self.optimizer.param_groups[0]["lr"] = self.lr.clone()

@@ -1,0 +1,215 @@
+"""The vectorised environment contract every task implements.
+
+Shapes: ``N`` envs, ``O`` observation size, ``A`` action size.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from envs.randomization import ParamRange, Randomizer
+from harness.errors import FieldError
+
+
+@dataclass(frozen=True)
+class ActionSpace:
+    """What `step` accepts.
+
+    ``discrete``: actions are ``[N]`` int64 in ``[0, n)``.
+    ``continuous``: actions are ``[N, shape]`` float32; the task clips them to ``[low, high]``.
+    """
+
+    kind: Literal["discrete", "continuous"]
+    n: int = 0  # number of choices (discrete)
+    shape: int = 0  # action size A (continuous)
+    low: float = -1.0
+    high: float = 1.0
+
+
+@dataclass(frozen=True)
+class EnvStep:
+    """One batched transition.
+
+    obs: [N, O] f32, already reset where an episode ended.
+    reward: [N] f32.
+    terminated: [N] bool, the task ended (no bootstrap).
+    truncated: [N] bool, the time limit ended it (bootstrap from ``info["final_obs"]``).
+    info: ``final_obs`` [N, O] (the observation before any reset), plus task extras.
+    """
+
+    obs: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Settings every task shares; each task subclasses this with its own fields."""
+
+    name: str = "cartpole"
+    num_envs: int = 256
+    max_episode_steps: int = 500  # time limit [steps]
+    # Per-env physics parameters re-sampled on reset, by parameter name.
+    randomization: dict[str, ParamRange] = field(default_factory=dict)
+    # The task's per-env physics parameters and their nominal values (set by each task).
+    nominal_params: ClassVar[dict[str, float]] = {}
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.randomization) - set(self.nominal_params))
+        if unknown:
+            known = ", ".join(sorted(self.nominal_params))
+            raise FieldError(
+                f"randomization.{unknown[0]}", f"is not a parameter of {self.name} (known: {known})"
+            )
+        if self.num_envs <= 0:
+            raise FieldError("num_envs", f"must be > 0, got {self.num_envs}")
+        if self.max_episode_steps <= 0:
+            raise FieldError("max_episode_steps", f"must be > 0, got {self.max_episode_steps}")
+
+
+class EpisodeStatistics:
+    """Device-side accumulators of finished episodes, read once per log interval.
+
+    Every update is a tensor op, so stepping never waits on the GPU.
+    """
+
+    def __init__(self, num_envs: int, term_names: list[str], device: torch.device) -> None:
+        self.term_names = term_names
+        k = len(term_names)
+        self.running_return = torch.zeros(num_envs, device=device)  # [N]
+        self.running_length = torch.zeros(num_envs, device=device)  # [N]
+        self.running_terms = torch.zeros(num_envs, k, device=device)  # [N, K]
+        # Sums over the episodes finished since the last `read`.
+        self.count = torch.zeros((), device=device)
+        self.return_sum = torch.zeros((), device=device)
+        self.length_sum = torch.zeros((), device=device)
+        self.terms_sum = torch.zeros(k, device=device)  # [K]
+        # Last interval's means, kept when an interval finishes no episode.
+        self.last_means = torch.full((2 + k,), math.nan, device=device)  # [2 + K]
+
+    def record(self, reward: torch.Tensor, terms: torch.Tensor, done: torch.Tensor) -> None:
+        """reward [N], terms [N, K], done [N] bool."""
+        self.running_return += reward
+        self.running_length += 1.0
+        self.running_terms += terms
+        finished = done.to(reward.dtype)  # [N]
+        self.count += finished.sum()
+        self.return_sum += (self.running_return * finished).sum()
+        self.length_sum += (self.running_length * finished).sum()
+        self.terms_sum += (self.running_terms * finished.unsqueeze(1)).sum(0)
+        keep = 1.0 - finished
+        self.running_return *= keep
+        self.running_length *= keep
+        self.running_terms *= keep.unsqueeze(1)
+
+    def means(self) -> torch.Tensor:
+        """[2 + K] episode means (return, length, terms...) since the last reset_interval."""
+        sums = torch.cat([self.return_sum.view(1), self.length_sum.view(1), self.terms_sum])
+        fresh = sums / self.count.clamp(min=1.0)
+        return torch.where(self.count > 0, fresh, self.last_means)
+
+    def reset_interval(self) -> dict[str, torch.Tensor]:
+        """Means and count of the interval just ended (tensors), then start a new interval."""
+        means = self.means()
+        out = {"episode_return": means[0], "episode_length": means[1]}
+        for i, name in enumerate(self.term_names):
+            out[f"reward_{name}"] = means[2 + i]
+        out["episodes"] = self.count.clone()
+        self.last_means.copy_(means)
+        for t in (self.count, self.return_sum, self.length_sum, self.terms_sum):
+            t.zero_()
+        return out
+
+
+class VecEnv(ABC):
+    """A batch of ``num_envs`` copies of one task, stepped together on one device.
+
+    Subclasses define the physics (`_physics_step`), the named reward terms, termination
+    and the reset state; this base class does auto-reset, time limits, randomisation of
+    the per-env parameters and episode statistics.
+    """
+
+    observation_size: int
+    action_space: ActionSpace
+    reward_terms: tuple[str, ...]
+
+    def __init__(
+        self,
+        config: EnvConfig,
+        device: torch.device,
+        generator: torch.Generator,
+    ) -> None:
+        self.config = config
+        self.num_envs = config.num_envs
+        self.device = device
+        self.generator = generator
+        self.randomizer = Randomizer(config.nominal_params, config.randomization, device, generator)
+        n = self.num_envs
+        self.params = self.randomizer.sample(n)  # name -> [N] f32
+        self.episode_step = torch.zeros(n, dtype=torch.int32, device=device)  # [N]
+        self.stats = EpisodeStatistics(n, list(self.reward_terms), device)
+
+    # Task hooks -------------------------------------------------------------------------
+
+    @abstractmethod
+    def _sample_initial_state(self, n: int) -> dict[str, torch.Tensor]:
+        """A fresh state for n envs: name -> [n, ...]."""
+
+    @abstractmethod
+    def _physics_step(self, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Advance ``self.state`` by one control step; return reward terms name -> [N]."""
+
+    @abstractmethod
+    def _terminated(self) -> torch.Tensor:
+        """[N] bool: the current state ends the episode."""
+
+    @abstractmethod
+    def _observe(self) -> torch.Tensor:
+        """[N, O] f32 observation of the current state."""
+
+    # Contract ---------------------------------------------------------------------------
+
+    def reset(self) -> torch.Tensor:
+        """Reset every env (state, parameters, counters); returns obs [N, O]."""
+        self.state = self._sample_initial_state(self.num_envs)
+        self.params = self.randomizer.sample(self.num_envs)
+        self.episode_step.zero_()
+        return self._observe()
+
+    def step(self, actions: torch.Tensor) -> EnvStep:
+        """Step every env; finished envs reset in place without leaving the device."""
+        terms = self._physics_step(actions)
+        self.episode_step += 1
+        terminated = self._terminated()
+        truncated = self.episode_step >= self.config.max_episode_steps
+        done = terminated | truncated
+        final_obs = self._observe()
+
+        term_stack = torch.stack([terms[name] for name in self.reward_terms], dim=1)  # [N, K]
+        reward = term_stack.sum(1)
+        self.stats.record(reward, term_stack, done)
+
+        self._reset_where(done)
+        obs = self._observe()
+        return EnvStep(obs, reward, terminated, truncated, {"final_obs": final_obs})
+
+    def _reset_where(self, done: torch.Tensor) -> None:
+        """Branch-free reset of the envs where done [N] is True."""
+        fresh = self._sample_initial_state(self.num_envs)
+        for name, value in fresh.items():
+            mask = done.view(-1, *([1] * (value.dim() - 1)))
+            self.state[name] = torch.where(mask, value, self.state[name])
+        if self.randomizer.active:
+            fresh_params = self.randomizer.sample(self.num_envs)
+            for name, value in fresh_params.items():
+                self.params[name] = torch.where(done, value, self.params[name])
+        self.episode_step = torch.where(
+            done, torch.zeros_like(self.episode_step), self.episode_step
+        )

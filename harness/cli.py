@@ -1,0 +1,137 @@
+"""The ``vecbench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from harness.errors import VecbenchError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except VecbenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished results and the last checkpoint are kept", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vecbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train one run (PPO on cartpole by default)")
+    train.add_argument("--config", type=Path, help="YAML file overriding the defaults")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config values, e.g. algo.lr=1e-3 env.num_envs=4096",
+    )
+    train.add_argument("--device", help="auto, cpu, cuda or cuda:K (experiment.device)")
+    train.add_argument("--wandb", choices=["offline", "online", "disabled"], help="W&B mode")
+    train.add_argument("--run-dir", type=Path, help="where to write the run (default: runs/...)")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run")
+    train.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="mean return of a trained run's checkpoint")
+    ev.add_argument("run_dir", type=Path)
+    ev.add_argument("--episodes", type=int, default=100)
+    ev.add_argument("--stochastic", action="store_true", help="sample actions, not the mode")
+    ev.add_argument("--device", help="device to evaluate on (default: the run's)")
+    ev.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the env, e.g. a wider randomisation range",
+    )
+    ev.set_defaults(func=_eval)
+
+    bench = sub.add_parser("bench", help="throughput: env-only, env + inference, training")
+    bench.add_argument("--config", type=Path, help="YAML file overriding the defaults")
+    bench.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
+    bench.add_argument("--device", help="auto, cpu, cuda or cuda:K")
+    bench.add_argument("--num-envs", type=int, nargs="+", default=[256, 1024, 4096])
+    bench.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["env", "inference", "train"],
+        default=["env", "inference", "train"],
+    )
+    bench.add_argument("--steps", type=int, default=200, help="timed env steps per figure")
+    bench.add_argument("--train-iterations", type=int, default=20)
+    bench.add_argument("-o", "--output", type=Path, help="write OUTPUT.json and OUTPUT.csv")
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from harness import runner
+    from harness.config import load_config
+
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"experiment.device={args.device}")
+    if args.wandb:
+        overrides.append(f"tracking.wandb={args.wandb}")
+    if args.resume is not None:
+        if args.config is not None or args.run_dir is not None:
+            raise VecbenchError(
+                "--resume takes its config and directory from the run; "
+                "drop --config/--run-dir (use --set to change values)"
+            )
+        result = runner.resume(args.resume, overrides)
+    else:
+        result = runner.train(load_config(args.config, overrides), run_dir=args.run_dir)
+    print(
+        f"final mean return {result.final_return:.1f} (best {result.best_return:.1f}) after "
+        f"{result.env_steps:,} env steps in {result.wall_time_s:.1f} s "
+        f"({result.env_steps_per_second:,.0f} steps/s)\nresults: {result.run_dir}"
+    )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from harness.evaluate import evaluate
+
+    if args.episodes <= 0:
+        raise VecbenchError(f"--episodes must be > 0, got {args.episodes}")
+    result = evaluate(args.run_dir, args.episodes, not args.stochastic, args.device, args.overrides)
+    print(
+        f"mean return {result.mean_return:.1f} +- {result.std_return:.1f} "
+        f"(mean length {result.mean_length:.1f}) over {result.episodes} episodes"
+    )
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from harness.bench import format_table, run_bench, write_results
+    from harness.config import load_config
+
+    if any(n <= 0 for n in args.num_envs) or args.steps <= 0 or args.train_iterations <= 0:
+        raise VecbenchError("--num-envs, --steps and --train-iterations must be > 0")
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"experiment.device={args.device}")
+    config = load_config(args.config, overrides)
+    rows = run_bench(config, args.num_envs, tuple(args.modes), args.steps, args.train_iterations)
+    if args.output is not None:
+        write_results(rows, args.output)
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

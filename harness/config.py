@@ -1,0 +1,226 @@
+"""The root run config: frozen dataclasses, YAML overrides, ``--set`` overrides, validation.
+
+Defaults live in the dataclasses (each next to the code it configures); a YAML file and
+``key.path=value`` overrides only change them. Unknown keys, wrong types and out-of-range
+values raise `ConfigError` naming the source and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from harness import registry
+from harness.errors import ConfigError, FieldError
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = ""  # empty: "<env>-<algo>"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:K
+    total_env_steps: int = 500_000  # training budget [env steps]
+    log_interval: int = 5  # [iterations] between metric rows
+    checkpoint_interval: int = 50  # [iterations] between checkpoints
+    run_root: str = "runs"  # where run directories are created
+    stop_at_return: float | None = None  # stop once a logged mean return reaches it
+
+    def __post_init__(self) -> None:
+        for key in ("total_env_steps", "log_interval", "checkpoint_interval"):
+            if getattr(self, key) <= 0:
+                raise FieldError(key, f"must be > 0, got {getattr(self, key)}")
+        if self.seed < 0:
+            raise FieldError("seed", f"must be >= 0, got {self.seed}")
+        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
+            raise FieldError("device", f"must be auto, cpu, cuda or cuda:K, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    wandb: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "vecbench"
+    entity: str | None = None
+    group: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    env: Any = None  # the registered env's config dataclass
+    algo: Any = None  # the registered algorithm's config dataclass
+
+    @property
+    def run_name(self) -> str:
+        return self.experiment.name or f"{self.env.name}-{self.algo.name}"
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults <- YAML file (if any) <- ``key.path=value`` overrides, validated."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        data = read_yaml(Path(path))
+    for item in overrides or []:
+        apply_override(data, item)
+    if overrides:
+        source = f"{source} + --set" if path is not None else "--set"
+    return config_from_dict(data, source)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one ``a.b.c=value`` (value parsed as YAML) to a nested dict in place."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key.path=value")
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
+    data = dict(data)
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    _reject_unknown(data, known, "", source)
+    env_data = _section(data.get("env"), "env", source)
+    algo_data = _section(data.get("algo"), "algo", source)
+    env_cls = _lookup(registry.ENV_CONFIGS, env_data.get("name", "cartpole"), "env", source)
+    algo_cls = _lookup(registry.ALGO_CONFIGS, algo_data.get("name", "ppo"), "algo", source)
+    return RunConfig(
+        experiment=build(ExperimentConfig, data.get("experiment", {}), "experiment", source),
+        tracking=build(TrackingConfig, data.get("tracking", {}), "tracking", source),
+        env=build(env_cls, env_data, "env", source),
+        algo=build(algo_cls, algo_data, "algo", source),
+    )
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain YAML-safe dict (tuples become lists) that `config_from_dict` reads back."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_hash(config: RunConfig) -> str:
+    """Short stable hash of the resolved config."""
+    text = json.dumps(to_dict(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# Building dataclasses from plain data ---------------------------------------------------
+
+
+def build(cls: type, data: Any, path: str, source: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys, types and values."""
+    data = _section(data, path, source)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(data, set(fields), path, source)
+    hints = typing.get_type_hints(cls)
+    kwargs = {
+        name: _convert(value, hints[name], f"{path}.{name}", source) for name, value in data.items()
+    }
+    try:
+        return cls(**kwargs)
+    except FieldError as err:
+        raise ConfigError(f"{source}: {path}.{err.key} {err.message}") from None
+
+
+def _convert(value: Any, hint: Any, path: str, source: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], path, source)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"{source}: {path} must be one of {choices}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            _wrong_type(value, "a list", path, source)
+        return tuple(_convert(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value))
+    if origin is dict:
+        section = _section(value, path, source)
+        return {str(k): _convert(v, args[1], f"{path}.{k}", source) for k, v in section.items()}
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, path, source)
+    if hint is bool:
+        if not isinstance(value, bool):
+            _wrong_type(value, "true or false", path, source)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)  # 1e6 in YAML
+            _wrong_type(value, "an integer", path, source)
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads 1e-3 as a string
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            _wrong_type(value, "a number", path, source)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            _wrong_type(value, "a string", path, source)
+        return value
+    raise TypeError(f"config type {hint!r} of {path} is not supported")
+
+
+def _wrong_type(value: Any, expected: str, path: str, source: str) -> typing.NoReturn:
+    raise ConfigError(f"{source}: {path} must be {expected}, got {value!r}")
+
+
+def _section(value: Any, path: str, source: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: {path} must be a mapping, got {value!r}")
+    return value
+
+
+def _reject_unknown(data: dict[str, Any], known: set[str], path: str, source: str) -> None:
+    for key in data:
+        if key not in known:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(
+                f"{source}: {where} is not a known key (known: {', '.join(sorted(known))})"
+            )
+
+
+def _lookup(table: dict[str, type], name: Any, path: str, source: str) -> type:
+    if name not in table:
+        raise ConfigError(
+            f"{source}: {path}.name {name!r} is not registered (known: {', '.join(sorted(table))})"
+        )
+    return table[name]

@@ -1,0 +1,44 @@
+"""Which envs and algorithms exist, by the name a config gives them.
+
+Adding a task or an algorithm is one line in each table here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from algos.base import Algorithm
+from algos.ppo import PPO, PPOConfig
+from envs.base import VecEnv
+from envs.cartpole import Cartpole, CartpoleConfig
+from harness.errors import ConfigError, FieldError
+
+EnvFactory = Callable[[Any, torch.device, torch.Generator], VecEnv]
+AlgoFactory = Callable[..., Algorithm]
+
+ENV_CONFIGS: dict[str, type] = {"cartpole": CartpoleConfig}
+ENVS: dict[str, EnvFactory] = {"cartpole": Cartpole}
+
+ALGO_CONFIGS: dict[str, type] = {"ppo": PPOConfig}
+ALGOS: dict[str, AlgoFactory] = {"ppo": PPO}
+
+
+def make_env(config: Any, device: torch.device, generator: torch.Generator) -> VecEnv:
+    try:
+        return ENVS[config.name](config, device, generator)
+    except FieldError as err:
+        raise ConfigError(f"env.{err.key} {err.message}") from None
+
+
+def make_algo(
+    config: Any, env: VecEnv, device: torch.device, generator: torch.Generator
+) -> Algorithm:
+    try:
+        return ALGOS[config.name](
+            config, env.observation_size, env.action_space, env.num_envs, device, generator
+        )
+    except FieldError as err:  # checks that need the env (batch sizes)
+        raise ConfigError(f"algo.{err.key} {err.message}") from None

@@ -1,0 +1,262 @@
+"""The training loop: ``train(config) -> RunResult``, called by the CLI, studies and benchmarks.
+
+The loop never reads a device value between log intervals: episode statistics and losses
+accumulate as tensors and are turned into numbers in one transfer per interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.config import RunConfig, config_hash
+from harness.device import device_name, make_generators, resolve_device
+from harness.errors import RunDirError
+from harness.registry import make_algo, make_env
+from harness.tracking import RunStore, WandbTracker, environment_meta
+
+log = logging.getLogger("vecbench")
+
+#: Called with each metrics row; may raise to stop the run (a pruned study trial).
+LogCallback = Callable[[Mapping[str, float]], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    final_return: float  # mean episode return of the last log interval
+    best_return: float  # best logged mean episode return
+    env_steps: int
+    iterations: int
+    wall_time_s: float  # training time, resumed segments added up
+    env_steps_per_second: float  # end-to-end training throughput after burn-in
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return Path(config.experiment.run_root) / f"{config.run_name}-s{config.experiment.seed}-{stamp}"
+
+
+def train(
+    config: RunConfig,
+    run_dir: Path | None = None,
+    on_log: LogCallback | None = None,
+) -> RunResult:
+    """Train from scratch into a new run directory."""
+    device = resolve_device(config.experiment.device)
+    training = _Training(config, device)  # bad settings fail here, before any file is written
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    store = RunStore.create(run_dir, config, environment_meta(device, device_name(device)))
+    return training.run(store, on_log)
+
+
+def resume(
+    run_dir: Path,
+    overrides: list[str] | None = None,
+    on_log: LogCallback | None = None,
+) -> RunResult:
+    """Continue a run from its checkpoint (``overrides`` may raise the step budget)."""
+    store = RunStore.open(Path(run_dir))
+    config = store.config(overrides)
+    device = resolve_device(config.experiment.device)
+    training = _Training(config, device)
+    training.restore(store.load_checkpoint(device), store)
+    return training.run(store, on_log)
+
+
+class _Training:
+    def __init__(self, config: RunConfig, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.env_gen, self.algo_gen = make_generators(config.experiment.seed, device)
+        self.env = make_env(config.env, device, self.env_gen)
+        self.algo = make_algo(config.algo, self.env, device, self.algo_gen)
+        self.steps_per_iteration = self.algo.steps_per_update * self.env.num_envs
+        self.total_iterations = math.ceil(
+            config.experiment.total_env_steps / self.steps_per_iteration
+        )
+        self.iteration = 0
+        self.wall_time_before = 0.0  # from earlier segments of a resumed run
+        self.best_return = -math.inf
+        self.final_return = math.nan
+        self.throughput = math.nan  # env steps/s after burn-in, as of the last log row
+
+    @property
+    def env_steps(self) -> int:
+        return self.iteration * self.steps_per_iteration
+
+    def restore(self, checkpoint: dict[str, Any], store: RunStore) -> None:
+        """Continue from ``checkpoint``; drops metric rows logged after it."""
+        if checkpoint.get("steps_per_iteration") != self.steps_per_iteration:
+            raise RunDirError(
+                f"{store.dir}: checkpoint was taken with "
+                f"{checkpoint.get('steps_per_iteration')} env steps per iteration, the config "
+                f"gives {self.steps_per_iteration}; env.num_envs and algo.num_steps must not change"
+            )
+        self.algo.load_state_dict(checkpoint["algo"])
+        self.iteration = checkpoint["iteration"]
+        self.wall_time_before = checkpoint["wall_time_s"]
+        self.best_return = checkpoint["best_return"]
+        self.final_return = checkpoint["final_return"]
+        self.env_gen.set_state(checkpoint["env_generator"])
+        self.algo_gen.set_state(checkpoint["algo_generator"])
+        store.truncate_metrics(self.env_steps)
+
+    def run(self, store: RunStore, on_log: LogCallback | None) -> RunResult:
+        self.store = store
+        exp = self.config.experiment
+        meta = self.store.meta()
+        tracker = WandbTracker(self.config, self.store.dir, meta.get("wandb_run_id"))
+        if tracker.run_id and meta.get("wandb_run_id") != tracker.run_id:
+            self.store.write_meta({**meta, "wandb_run_id": tracker.run_id})
+        log.info(
+            "training %s on %s (%s): %d envs, %d iterations of %d env steps -> %s",
+            self.config.run_name,
+            self.device,
+            device_name(self.device),
+            self.env.num_envs,
+            self.total_iterations,
+            self.steps_per_iteration,
+            self.store.dir,
+        )
+        obs = self.env.reset()
+        start = time.perf_counter()
+        burn_in: tuple[float, int] | None = None  # (time, env steps) after the first iteration
+        interval: tuple[float, int] = (start, self.env_steps)
+        losses: dict[str, torch.Tensor] = {}
+        completed = False
+        try:
+            while self.iteration < self.total_iterations:
+                self.algo.set_progress(self.iteration / self.total_iterations)
+                obs = self._collect(obs)
+                stats = self.algo.update()
+                for key, value in stats.items():
+                    losses[key] = losses[key] + value if key in losses else value.clone()
+                self.iteration += 1
+                if burn_in is None:
+                    _synchronize(self.device)
+                    burn_in = (time.perf_counter(), self.env_steps)
+                    interval = burn_in
+                last = self.iteration == self.total_iterations
+                if self.iteration % exp.log_interval == 0 or last:
+                    row = self._log_row(losses, start, burn_in, interval)
+                    interval = (time.perf_counter(), self.env_steps)
+                    losses = {}
+                    self.store.append_metrics(row)
+                    tracker.log(row, step=self.env_steps)
+                    log.info(_progress_line(row, self.total_iterations))
+                    if on_log is not None:
+                        on_log(row)
+                    if (
+                        exp.stop_at_return is not None
+                        and row["episode_return"] >= exp.stop_at_return
+                    ):
+                        log.info("mean return reached %.1f; stopping", exp.stop_at_return)
+                        last = True
+                if self.iteration % exp.checkpoint_interval == 0 or last:
+                    self._checkpoint(start)
+                if last:
+                    break
+            completed = True
+        finally:
+            wall = self.wall_time_before + time.perf_counter() - start
+            result = self._result(wall)
+            summary = {**result.__dict__, "run_dir": str(result.run_dir), "completed": completed}
+            if completed:
+                self.store.write_summary(summary)
+            tracker.finish(summary)
+        log.info("done: final return %.1f, results in %s", result.final_return, result.run_dir)
+        return result
+
+    def _collect(self, obs: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.algo.steps_per_update):
+            step = self.env.step(self.algo.act(obs))
+            self.algo.observe(step)
+            obs = step.obs
+        return obs
+
+    def _log_row(
+        self,
+        losses: dict[str, torch.Tensor],
+        start: float,
+        burn_in: tuple[float, int],
+        interval: tuple[float, int],
+    ) -> dict[str, float]:
+        episode = self.env.stats.reset_interval()
+        n = (
+            self.iteration % self.config.experiment.log_interval
+            or self.config.experiment.log_interval
+        )
+        names = list(episode) + list(losses)
+        values = [episode[k] for k in episode] + [losses[k] / n for k in losses]
+        numbers = torch.stack([v.float() for v in values]).tolist()  # the one sync per interval
+        now = time.perf_counter()
+        row: dict[str, Any] = {
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "wall_time_s": self.wall_time_before + now - start,
+        }
+        row.update(zip(names, numbers, strict=True))
+        row["env_steps_per_second"] = _rate(self.env_steps - burn_in[1], now - burn_in[0])
+        row["interval_env_steps_per_second"] = _rate(
+            self.env_steps - interval[1], now - interval[0]
+        )
+        self.throughput = row["env_steps_per_second"]
+        ret = row["episode_return"]
+        if not math.isnan(ret):
+            self.final_return = ret
+            self.best_return = max(self.best_return, ret)
+        return row
+
+    def _checkpoint(self, start: float) -> None:
+        self.store.save_checkpoint(
+            {
+                "algo": self.algo.state_dict(),
+                "iteration": self.iteration,
+                "env_steps": self.env_steps,
+                "steps_per_iteration": self.steps_per_iteration,
+                "wall_time_s": self.wall_time_before + time.perf_counter() - start,
+                "best_return": self.best_return,
+                "final_return": self.final_return,
+                "env_generator": self.env_gen.get_state(),
+                "algo_generator": self.algo_gen.get_state(),
+                "config_hash": config_hash(self.config),
+            }
+        )
+
+    def _result(self, wall: float) -> RunResult:
+        return RunResult(
+            run_dir=self.store.dir,
+            final_return=self.final_return,
+            best_return=self.best_return if self.best_return > -math.inf else math.nan,
+            env_steps=self.env_steps,
+            iterations=self.iteration,
+            wall_time_s=wall,
+            env_steps_per_second=self.throughput,
+        )
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rate(steps: int, seconds: float) -> float:
+    return steps / seconds if seconds > 0 and steps > 0 else math.nan
+
+
+def _progress_line(row: Mapping[str, Any], total_iterations: int) -> str:
+    return (
+        f"iter {row['iteration']:>5}/{total_iterations} | {row['env_steps']:>11,} steps | "
+        f"{row['interval_env_steps_per_second']:>11,.0f} steps/s | "
+        f"return {row['episode_return']:8.1f} | length {row['episode_length']:7.1f} | "
+        f"kl {row.get('approx_kl', math.nan):.4f} | lr {row.get('lr', math.nan):.1e}"
+    )

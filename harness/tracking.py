@@ -1,0 +1,249 @@
+"""Where a run's results live: a local run directory (read by reports) and W&B.
+
+Run directory layout::
+
+    config.yaml     the resolved config (reloads with `load_config`)
+    meta.json       versions, device, git commit, W&B run id
+    metrics.csv     one row per log interval, appended and flushed (survives a crash)
+    summary.json    final figures, written when the run ends
+    checkpoint.pt   latest training state (written atomically)
+    wandb/          W&B's own files (offline by default)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from harness.config import RunConfig, config_from_dict, config_hash, to_dict
+from harness.errors import ConfigError, RunDirError
+
+CONFIG_FILE = "config.yaml"
+META_FILE = "meta.json"
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def git_commit() -> str | None:
+    """The commit of the vecbench checkout, or None outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment_meta(device: torch.device, device_label: str) -> dict[str, Any]:
+    return {
+        "device": str(device),
+        "device_name": device_label,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "git_commit": git_commit(),
+        "argv": sys.argv,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+class RunStore:
+    """The files of one run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir)
+
+    # Creation and reading ----------------------------------------------------------------
+
+    @classmethod
+    def create(cls, run_dir: Path, config: RunConfig, meta: dict[str, Any]) -> RunStore:
+        store = cls(run_dir)
+        if (store.dir / METRICS_FILE).exists() or (store.dir / CHECKPOINT_FILE).exists():
+            raise RunDirError(
+                f"{store.dir}: already holds a run; use --resume {store.dir} or another directory"
+            )
+        store.dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(store.dir / CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False))
+        store.write_meta({**meta, "config_hash": config_hash(config)})
+        return store
+
+    @classmethod
+    def open(cls, run_dir: Path) -> RunStore:
+        store = cls(run_dir)
+        if not store.dir.is_dir():
+            raise RunDirError(f"{store.dir}: run directory not found")
+        if not (store.dir / CONFIG_FILE).is_file():
+            raise RunDirError(f"{store.dir / CONFIG_FILE}: missing; is this a vecbench run?")
+        return store
+
+    def config(self, overrides: list[str] | None = None) -> RunConfig:
+        from harness.config import apply_override
+
+        path = self.dir / CONFIG_FILE
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise RunDirError(f"{path}: corrupt YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise RunDirError(f"{path}: corrupt, expected a mapping")
+        for item in overrides or []:
+            apply_override(data, item)
+        try:
+            return config_from_dict(data, str(path) + (" + --set" if overrides else ""))
+        except ConfigError as err:
+            raise RunDirError(str(err)) from None
+
+    def meta(self) -> dict[str, Any]:
+        return _read_json(self.dir / META_FILE)
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        _atomic_write(self.dir / META_FILE, json.dumps(meta, indent=2, default=str))
+
+    def summary(self) -> dict[str, Any]:
+        return _read_json(self.dir / SUMMARY_FILE)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        _atomic_write(self.dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
+
+    # Metrics -----------------------------------------------------------------------------
+
+    def append_metrics(self, row: Mapping[str, float | int]) -> None:
+        """Append one row; the first row fixes the columns."""
+        path = self.dir / METRICS_FILE
+        new = not path.exists()
+        columns = list(row) if new else _csv_header(path)
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({k: _format(row.get(k, math.nan)) for k in columns})
+            f.flush()
+            os.fsync(f.fileno())
+
+    def truncate_metrics(self, max_env_steps: int) -> None:
+        """Drop rows logged after the checkpoint a resumed run starts from."""
+        path = self.dir / METRICS_FILE
+        if not path.exists():
+            return
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        header = _csv_header(path)
+        kept = [
+            r for r in rows if r.get("env_steps") and int(float(r["env_steps"])) <= max_env_steps
+        ]
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, path)
+
+    def metrics(self) -> Any:
+        """The metrics table as a pandas DataFrame."""
+        import pandas as pd
+
+        path = self.dir / METRICS_FILE
+        if not path.exists():
+            raise RunDirError(f"{path}: no metrics yet")
+        return pd.read_csv(path)
+
+    # Checkpoints -------------------------------------------------------------------------
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        path = self.dir / CHECKPOINT_FILE
+        tmp = path.with_suffix(".pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def has_checkpoint(self) -> bool:
+        return (self.dir / CHECKPOINT_FILE).is_file()
+
+    def load_checkpoint(self, device: torch.device) -> dict[str, Any]:
+        path = self.dir / CHECKPOINT_FILE
+        if not path.is_file():
+            raise RunDirError(f"{path}: no checkpoint in this run directory")
+        try:
+            return torch.load(path, map_location=device, weights_only=False)
+        except Exception as err:  # torch raises many types for a damaged file
+            raise RunDirError(f"{path}: cannot read checkpoint ({err})") from None
+
+
+class WandbTracker:
+    """Weights & Biases, offline by default; ``disabled`` makes every call a no-op."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, run_id: str | None) -> None:
+        self.run = None
+        tracking = config.tracking
+        if tracking.wandb == "disabled":
+            return
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb  # imported here: it is slow and not needed when disabled
+
+        self.run = wandb.init(
+            project=tracking.project,
+            entity=tracking.entity,
+            group=tracking.group,
+            tags=list(tracking.tags),
+            name=run_dir.name,
+            config=to_dict(config),
+            dir=str(run_dir),
+            mode=tracking.wandb,
+            id=run_id,
+            resume="allow" if run_id else None,
+            reinit="create_new",
+        )
+
+    @property
+    def run_id(self) -> str | None:
+        return None if self.run is None else self.run.id
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        if self.run is not None:
+            self.run.log(dict(metrics), step=step)
+
+    def finish(self, summary: Mapping[str, Any]) -> None:
+        if self.run is not None:
+            for key, value in summary.items():
+                if isinstance(value, int | float | str):
+                    self.run.summary[key] = value
+            self.run.finish()
+
+
+def _format(value: float | int) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open(newline="") as f:
+        return next(csv.reader(f), [])
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RunDirError(f"{path}: corrupt JSON: {err}") from None
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Reports from run directories and studies: tables, statistics, figures."""

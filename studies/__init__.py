@@ -1,0 +1,1 @@
+"""Optuna studies over `harness.runner.train` (sweeps of hyperparameters, num_envs, randomisation)."""

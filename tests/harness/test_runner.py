@@ -1,0 +1,171 @@
+"""A run's files read back: metrics, config, summary, W&B offline records, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from harness.config import load_config
+from harness.errors import RunDirError
+from harness.evaluate import evaluate
+from harness.runner import resume, train
+from harness.tracking import RunStore
+from tests.helpers.wandb_records import logged_config, logged_history, run_file
+
+SMALL = ["env.num_envs=64", "algo.num_steps=8", "experiment.log_interval=2"]  # 512 steps/iter
+
+
+def small(tmp: Path, *overrides: str, wandb: str = "disabled", on_log=None):
+    config = load_config(overrides=[*SMALL, f"tracking.wandb={wandb}", *overrides])
+    return train(config, run_dir=tmp, on_log=on_log)
+
+
+def test_run_directory_reads_back(tmp_path: Path) -> None:
+    result = small(tmp_path / "run", "experiment.total_env_steps=5120", "algo.lr=7e-4")
+    store = RunStore.open(result.run_dir)
+    metrics = store.metrics()
+    assert list(metrics["iteration"]) == [2, 4, 6, 8, 10]
+    assert list(metrics["env_steps"]) == [1024, 2048, 3072, 4096, 5120]
+    assert metrics["episode_return"].notna().all() and (metrics["episodes"] > 0).all()
+    # Without randomisation or a time-out every cartpole episode scores its length.
+    assert (metrics["episode_return"] == metrics["episode_length"]).all()
+    assert store.config() == load_config(
+        overrides=[
+            *SMALL,
+            "tracking.wandb=disabled",
+            "experiment.total_env_steps=5120",
+            "algo.lr=7e-4",
+        ]
+    )
+    summary = store.summary()
+    assert summary["completed"] is True
+    assert summary["env_steps"] == 5120
+    assert summary["final_return"] == pytest.approx(metrics["episode_return"].iloc[-1])
+    assert summary["best_return"] == pytest.approx(metrics["episode_return"].max())
+    meta = store.meta()
+    assert meta["torch"] == torch.__version__ and meta["device"] == "cpu"
+    assert len(meta["config_hash"]) == 12
+
+
+def test_wandb_offline_run_holds_config_and_metrics(tmp_path: Path) -> None:
+    result = small(
+        tmp_path / "run",
+        "experiment.total_env_steps=4096",
+        "algo.lr=7e-4",
+        "tracking.group=g1",
+        wandb="offline",
+    )
+    path = run_file(result.run_dir)
+    config = logged_config(path)
+    assert config["algo"]["lr"] == 7e-4 and config["env"]["num_envs"] == 64
+    assert config["tracking"]["group"] == "g1"
+    history = logged_history(path)
+    metrics = pd.read_csv(result.run_dir / "metrics.csv")
+    assert [h["env_steps"] for h in history] == list(metrics["env_steps"])
+    assert [h["episode_return"] for h in history] == pytest.approx(list(metrics["episode_return"]))
+    assert json.loads((result.run_dir / "meta.json").read_text())["wandb_run_id"] in path.name
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path: Path) -> None:
+    small(tmp_path / "run", "experiment.total_env_steps=1024")
+    with pytest.raises(RunDirError, match="already holds a run; use --resume"):
+        small(tmp_path / "run", "experiment.total_env_steps=1024")
+
+
+def test_resume_continues_steps_and_metrics(tmp_path: Path) -> None:
+    first = small(
+        tmp_path / "run", "experiment.total_env_steps=5120", "experiment.checkpoint_interval=5"
+    )
+    assert first.iterations == 10
+    second = resume(first.run_dir, ["experiment.total_env_steps=10240"])
+    assert second.iterations == 20 and second.env_steps == 10240
+    metrics = RunStore.open(first.run_dir).metrics()
+    assert list(metrics["iteration"]) == list(range(2, 21, 2))
+    assert second.wall_time_s > first.wall_time_s
+    # Learning carried over: the optimiser's step count kept growing.
+    state = RunStore.open(first.run_dir).load_checkpoint(torch.device("cpu"))
+    assert state["iteration"] == 20
+    assert int(state["algo"]["optimizer"]["state"][0]["step"]) == 20 * 4 * 4
+
+
+def test_crash_keeps_finished_rows_and_resume_drops_rows_past_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    def crash(row):
+        if row["iteration"] == 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        small(
+            tmp_path / "run",
+            "experiment.total_env_steps=10240",
+            "experiment.checkpoint_interval=5",
+            on_log=crash,
+        )
+    store = RunStore.open(tmp_path / "run")
+    assert list(store.metrics()["iteration"]) == [2, 4, 6, 8]  # nothing finished is lost
+    with pytest.raises(RunDirError):
+        store.summary()  # not completed
+    resume(tmp_path / "run")
+    # Restarted from the iteration-5 checkpoint: rows 6 and 8 are logged again, once.
+    assert list(store.metrics()["iteration"]) == list(range(2, 21, 2))
+    assert store.summary()["completed"] is True
+
+
+def test_resume_rejects_a_changed_batch_shape(tmp_path: Path) -> None:
+    small(tmp_path / "run", "experiment.total_env_steps=1024")
+    with pytest.raises(RunDirError, match="env.num_envs and algo.num_steps must not change"):
+        resume(tmp_path / "run", ["env.num_envs=32"])
+
+
+def test_corrupt_or_missing_run_files_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(RunDirError, match="nothing: run directory not found"):
+        resume(tmp_path / "nothing")
+    run = small(tmp_path / "run", "experiment.total_env_steps=1024").run_dir
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RunDirError, match="checkpoint.pt: cannot read checkpoint"):
+        resume(run)
+    (run / "config.yaml").write_text("env: [broken\n")
+    with pytest.raises(RunDirError, match="config.yaml: corrupt YAML"):
+        resume(run)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory):
+    config = load_config(
+        overrides=[
+            "tracking.wandb=disabled",
+            "env.num_envs=256",
+            "experiment.total_env_steps=600000",
+            "experiment.stop_at_return=475",
+        ]
+    )
+    return train(config, run_dir=tmp_path_factory.mktemp("trained") / "run")
+
+
+@pytest.mark.slow
+def test_eval_reproduces_the_final_return(trained_run) -> None:
+    assert trained_run.final_return >= 475
+    stochastic = evaluate(trained_run.run_dir, episodes=200, deterministic=False)
+    assert stochastic.episodes == 200
+    assert abs(stochastic.mean_return - trained_run.final_return) < 25, stochastic
+    greedy = evaluate(trained_run.run_dir, episodes=50, deterministic=True)
+    assert greedy.mean_return >= 475
+    assert greedy.mean_length == greedy.mean_return  # one reward per step
+
+
+@pytest.mark.slow
+def test_eval_on_a_harder_env_scores_lower(trained_run) -> None:
+    # The policy never saw poles a tenth as long (they fall ~3x faster): it must lose return.
+    harder = evaluate(
+        trained_run.run_dir,
+        episodes=100,
+        deterministic=True,
+        overrides=["env.randomization.pole_length={low: 0.05, high: 0.1}"],
+    )
+    assert harder.mean_return < 400 and not math.isnan(harder.mean_return)

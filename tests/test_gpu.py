@@ -1,0 +1,83 @@
+"""CUDA behaviour; run on the GPU machine (deselected where torch sees no CUDA)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from algos.ppo import PPO, PPOConfig
+from envs.cartpole import Cartpole, CartpoleConfig
+from envs.randomization import ParamRange
+from harness.config import load_config
+from harness.runner import train
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+
+
+@pytest.mark.parametrize("action_type", ["discrete", "continuous"])
+def test_ppo_iteration_has_no_host_sync(action_type: str) -> None:
+    config = CartpoleConfig(
+        num_envs=4096, action_type=action_type, randomization={"pole_mass": ParamRange(0.05, 0.2)}
+    )
+    env = Cartpole(config, CUDA, torch.Generator(CUDA).manual_seed(0))
+    ppo = PPO(
+        PPOConfig(lr_schedule="adaptive"),
+        4,
+        env.action_space,
+        4096,
+        CUDA,
+        torch.Generator(CUDA).manual_seed(1),
+    )
+    obs = env.reset()
+
+    def iteration() -> dict[str, torch.Tensor]:
+        nonlocal obs
+        for _ in range(ppo.steps_per_update):
+            step = env.step(ppo.act(obs))
+            ppo.observe(step)
+            obs = step.obs
+        stats = ppo.update()
+        env.stats.reset_interval()
+        return stats
+
+    iteration()  # lazy CUDA initialisation (handles, allocator) happens outside the check
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        stats = iteration()
+        ppo.set_progress(0.5)
+        stats = iteration()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(torch.stack(list(stats.values()))).all()
+
+
+def test_cuda_step_equals_cpu_step() -> None:
+    n = 8192
+    g = torch.Generator().manual_seed(0)
+    states = (torch.rand(n, 4, generator=g) * 2 - 1) * torch.tensor([2.4, 2.0, 0.21, 2.0])
+    actions = torch.randint(0, 2, (n,), generator=g)
+    out = {}
+    for device in (torch.device("cpu"), CUDA):
+        env = Cartpole(CartpoleConfig(num_envs=n), device, torch.Generator(device).manual_seed(0))
+        env.reset()
+        env.set_state(states.to(device))
+        step = env.step(actions.to(device))
+        out[device.type] = (step.info["final_obs"].cpu(), step.terminated.cpu())
+    torch.testing.assert_close(out["cuda"][0], out["cpu"][0], rtol=1e-5, atol=1e-6)
+    assert (out["cuda"][1] == out["cpu"][1]).float().mean() > 0.999
+
+
+def test_ppo_learns_cartpole_on_cuda(tmp_path) -> None:
+    config = load_config(
+        overrides=[
+            "experiment.device=cuda",
+            "tracking.wandb=disabled",
+            "env.num_envs=4096",
+            "experiment.total_env_steps=5000000",
+            "experiment.stop_at_return=475",
+        ]
+    )
+    result = train(config, run_dir=tmp_path / "run")
+    assert result.final_return >= 475, result
