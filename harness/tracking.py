@@ -38,7 +38,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def git_commit() -> str | None:
-    """The commit of the vecbench checkout, or None outside a git checkout."""
+    """The commit of the vecbench checkout; VECBENCH_GIT_COMMIT where there is no .git."""
+    if os.environ.get("VECBENCH_GIT_COMMIT"):
+        return os.environ["VECBENCH_GIT_COMMIT"]
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(

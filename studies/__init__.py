@@ -1,1 +1,2 @@
-"""Optuna studies over `harness.runner.train` (sweeps of hyperparameters, num_envs, randomisation)."""
+"""Optuna studies over `harness.runner.train`: sweeps of hyperparameters, num_envs and
+randomisation ranges."""

@@ -48,7 +48,8 @@ def test_run_directory_reads_back(tmp_path: Path) -> None:
     assert summary["final_return"] == pytest.approx(metrics["episode_return"].iloc[-1])
     assert summary["best_return"] == pytest.approx(metrics["episode_return"].max())
     meta = store.meta()
-    assert meta["torch"] == torch.__version__ and meta["device"] == "cpu"
+    assert meta["torch"] == torch.__version__
+    assert meta["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert len(meta["config_hash"]) == 12
 
 
