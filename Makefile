@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/vecbench train
 
-# Lint, then the whole suite (CPU; gpu-marked tests are deselected without CUDA).
+# Lint, then the whole suite (CPU; gpu-marked tests are deselected without CUDA). The
+# study tests start a private PostgreSQL on loopback from Debian's package (installed if missing).
 test: $(STAMP)
+	bash tests/services/ensure-postgres.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -74,6 +74,25 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--train-iterations", type=int, default=20)
     bench.add_argument("-o", "--output", type=Path, help="write OUTPUT.json and OUTPUT.csv")
     bench.set_defaults(func=_bench)
+
+    study = sub.add_parser("study", help="Optuna studies: run, resume, status")
+    study_sub = study.add_subparsers(dest="study_command", required=True)
+    run = study_sub.add_parser("run", help="run a study file; running it again resumes it")
+    run.add_argument("study", type=Path, help="study YAML (see studies/*.yaml)")
+    run.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    run.add_argument(
+        "--storage",
+        help="database URL shared by many machines (default: journal "
+        "file in the study directory), e.g. postgresql://user:pw@host/db",
+    )
+    run.add_argument(
+        "--gpus", nargs="+", metavar="ID", help="pin workers to these GPUs, one per worker in turn"
+    )
+    run.set_defaults(func=_study_run)
+    status = study_sub.add_parser("status", help="trials, their state and values, the best")
+    status.add_argument("study", type=Path)
+    status.add_argument("--storage")
+    status.set_defaults(func=_study_status)
     return parser
 
 
@@ -113,6 +132,25 @@ def _eval(args: argparse.Namespace) -> int:
         f"mean return {result.mean_return:.1f} +- {result.std_return:.1f} "
         f"(mean length {result.mean_length:.1f}) over {result.episodes} episodes"
     )
+    return 0
+
+
+def _study_run(args: argparse.Namespace) -> int:
+    from studies.run import run_study, study_status
+    from studies.spec import load_study
+
+    loaded = load_study(args.study)
+    run_study(loaded, args.workers, args.storage, args.gpus)
+    print(study_status(loaded, args.storage))
+    print(f"results: {loaded.study_dir}")
+    return 0
+
+
+def _study_status(args: argparse.Namespace) -> int:
+    from studies.run import study_status
+    from studies.spec import load_study
+
+    print(study_status(load_study(args.study), args.storage))
     return 0
 
 

@@ -142,15 +142,29 @@ def build(cls: type, data: Any, path: str, source: str) -> Any:
     _reject_unknown(data, set(fields), path, source)
     hints = typing.get_type_hints(cls)
     kwargs = {
-        name: _convert(value, hints[name], f"{path}.{name}", source) for name, value in data.items()
+        name: _convert(value, hints[name], _join(path, name), source)
+        for name, value in data.items()
     }
+    missing = [f.name for f in fields.values() if f.name not in kwargs and _required(f)]
+    if missing:
+        raise ConfigError(f"{source}: {_join(path, missing[0])} is required")
     try:
         return cls(**kwargs)
     except FieldError as err:
-        raise ConfigError(f"{source}: {path}.{err.key} {err.message}") from None
+        raise ConfigError(f"{source}: {_join(path, err.key)} {err.message}") from None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _convert(value: Any, hint: Any, path: str, source: str) -> Any:
+    if hint is Any:
+        return value
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -168,7 +182,9 @@ def _convert(value: Any, hint: Any, path: str, source: str) -> Any:
         return tuple(_convert(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value))
     if origin is dict:
         section = _section(value, path, source)
-        return {str(k): _convert(v, args[1], f"{path}.{k}", source) for k, v in section.items()}
+        return {
+            str(k): _convert(v, args[1], _join(path, str(k)), source) for k, v in section.items()
+        }
     if dataclasses.is_dataclass(hint):
         return build(hint, value, path, source)
     if hint is bool:

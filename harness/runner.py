@@ -49,12 +49,20 @@ def train(
     config: RunConfig,
     run_dir: Path | None = None,
     on_log: LogCallback | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> RunResult:
-    """Train from scratch into a new run directory."""
+    """Train from scratch into a new run directory.
+
+    ``context`` (e.g. a study trial's name, number and parameters) is recorded in meta.json
+    and in the W&B config under ``context``.
+    """
     device = resolve_device(config.experiment.device)
     training = _Training(config, device)  # bad settings fail here, before any file is written
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    store = RunStore.create(run_dir, config, environment_meta(device, device_name(device)))
+    meta = environment_meta(device, device_name(device))
+    if context:
+        meta["context"] = dict(context)
+    store = RunStore.create(run_dir, config, meta)
     return training.run(store, on_log)
 
 
@@ -114,7 +122,9 @@ class _Training:
         self.store = store
         exp = self.config.experiment
         meta = self.store.meta()
-        tracker = WandbTracker(self.config, self.store.dir, meta.get("wandb_run_id"))
+        tracker = WandbTracker(
+            self.config, self.store.dir, meta.get("wandb_run_id"), meta.get("context")
+        )
         if tracker.run_id and meta.get("wandb_run_id") != tracker.run_id:
             self.store.write_meta({**meta, "wandb_run_id": tracker.run_id})
         log.info(

@@ -189,7 +189,13 @@ class RunStore:
 class WandbTracker:
     """Weights & Biases, offline by default; ``disabled`` makes every call a no-op."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, run_id: str | None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        run_id: str | None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
         self.run = None
         tracking = config.tracking
         if tracking.wandb == "disabled":
@@ -203,7 +209,7 @@ class WandbTracker:
             group=tracking.group,
             tags=list(tracking.tags),
             name=run_dir.name,
-            config=to_dict(config),
+            config={**to_dict(config), **({"context": dict(context)} if context else {})},
             dir=str(run_dir),
             mode=tracking.wandb,
             id=run_id,

@@ -1,0 +1,335 @@
+"""Running a study: create or resume it, and the worker loop (ask -> trial process -> tell).
+
+Workers share the study through its storage only; each trial runs in a subprocess
+(`studies.trial_child`) whose metric rows come back as JSON lines, so the worker reports
+them for pruning and stops the process when Optuna prunes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from harness.config import to_dict
+from harness.errors import ConfigError
+from studies.spec import RETURN_METRICS, LoadedStudy, PrunerSpec, SamplerSpec, StudySpec, dump_spec
+from studies.storage import StudyStorage
+
+log = logging.getLogger("vecbench")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+FINGERPRINT = "vecbench_fingerprint"
+POLL_S = 1.0
+
+
+def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
+    if spec.name == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    if spec.name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=spec.seed)
+    # Grid points are queued as trials when the study is created; TPE handles the rest.
+    return optuna.samplers.TPESampler(seed=spec.seed)
+
+
+def make_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
+    if spec.name == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.n_warmup_steps
+        )
+    if spec.name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=spec.min_resource or "auto", reduction_factor=spec.reduction_factor
+        )
+    if spec.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=spec.min_resource or 1, reduction_factor=spec.reduction_factor
+        )
+    if spec.name == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=spec.p_threshold)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(
+    loaded: LoadedStudy, storage_url: str | None = None
+) -> tuple[optuna.Study, StudyStorage]:
+    """Create the study (queueing a grid's points) or load it; refuse a different space."""
+    spec = loaded.spec
+    url = loaded.storage_url(storage_url)
+    storage = StudyStorage(url, spec.heartbeat_interval_s, spec.heartbeat_grace_s, spec.max_retries)
+    sampler, pruner = make_sampler(spec.sampler), make_pruner(spec.pruner)
+    with storage.budget_lock(spec.name):
+        try:
+            study = optuna.create_study(
+                storage=storage.optuna,
+                study_name=spec.name,
+                sampler=sampler,
+                pruner=pruner,
+                directions=spec.directions,
+            )
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(
+                study_name=spec.name, storage=storage.optuna, sampler=sampler, pruner=pruner
+            )
+            theirs = study.user_attrs.get(FINGERPRINT)
+            if theirs != spec.fingerprint():
+                raise ConfigError(
+                    f"{loaded.path}: study {spec.name!r} already exists in {storage.url} with a "
+                    "different search space, objective or seeds; rename the study or use "
+                    "another study_dir/storage"
+                ) from None
+            return study, storage
+        study.set_user_attr(FINGERPRINT, spec.fingerprint())
+        study.set_user_attr("vecbench_spec", dump_spec(loaded))
+        if spec.sampler.name == "grid":
+            for point in spec.grid():
+                study.enqueue_trial(point)
+    return study, storage
+
+
+def budget_used(study: optuna.Study) -> int:
+    """Trials that count against n_trials: all but failed ones that were queued again."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
+
+
+def budget(spec: StudySpec) -> int:
+    return len(spec.grid()) if spec.sampler.name == "grid" else spec.n_trials
+
+
+def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """Sample every active parameter, in file order (conditions see earlier values)."""
+    params: dict[str, Any] = {}
+    for path, p in spec.space.items():
+        if any(params.get(key, _ABSENT) not in values for key, values in p.when.items()):
+            continue
+        if p.type == "categorical":
+            params[path] = trial.suggest_categorical(path, list(p.choices))
+        elif p.type == "int":
+            step = int(p.step or 1)
+            params[path] = trial.suggest_int(path, int(p.low), int(p.high), step=step, log=p.log)  # type: ignore[arg-type]
+        else:
+            params[path] = trial.suggest_float(path, p.low, p.high, step=p.step, log=p.log)  # type: ignore[arg-type]
+    return params
+
+
+_ABSENT = object()
+
+
+def aggregate(values: list[float], how: str) -> float:
+    ordered = sorted(values)
+    if how == "median":
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+    if how == "min":
+        return ordered[0]
+    if how == "iqm":
+        cut = len(ordered) // 4
+        ordered = ordered[cut : len(ordered) - cut]
+    return sum(ordered) / len(ordered)
+
+
+@dataclass
+class TrialOutcome:
+    state: TrialState
+    values: list[float] | None
+    message: str = ""
+
+
+class Worker:
+    def __init__(self, loaded: LoadedStudy, storage_url: str | None, index: int = 0) -> None:
+        self.loaded = loaded
+        self.spec = loaded.spec
+        self.index = index
+        self.study, self.storage = open_study(loaded, storage_url)
+
+    def run(self) -> int:
+        """Run trials until the budget is spent and no trial is left running; the count run."""
+        done = 0
+        while True:
+            for number in self.storage.reap_stale(self.study):
+                log.info("worker %d: trial %d lost its worker; queued again", self.index, number)
+            trial = self._next_trial()
+            if trial is None:
+                if self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    time.sleep(POLL_S)  # another worker's trial may still fail and come back
+                    continue
+                return done
+            self._run_trial(trial)
+            done += 1
+
+    def _next_trial(self) -> optuna.Trial | None:
+        with self.storage.budget_lock(self.spec.name):
+            waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if not waiting and budget_used(self.study) >= budget(self.spec):
+                return None
+            trial = self.study.ask()
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+            return trial
+
+    def _run_trial(self, trial: optuna.Trial) -> None:
+        start = time.perf_counter()
+        try:
+            params = suggest(trial, self.spec)
+            job = self._job(trial, params)
+        except ConfigError as err:
+            self.study.tell(trial, state=TrialState.FAIL)
+            log.warning("trial %d failed: %s", trial.number, err)
+            return
+        with self.storage.heartbeat(trial):
+            try:
+                outcome = self._supervise(trial, job)
+            except Exception as err:  # a bug here must fail this trial, not strand it RUNNING
+                outcome = TrialOutcome(TrialState.FAIL, None, f"{type(err).__name__}: {err}")
+        if outcome.state == TrialState.COMPLETE:
+            self.study.tell(trial, outcome.values)
+        else:
+            if outcome.message:
+                trial.set_user_attr("error", outcome.message[-2000:])
+            self.study.tell(trial, state=outcome.state)
+        shown = (
+            ""
+            if outcome.values is None
+            else " value " + ", ".join(f"{v:.4g}" for v in outcome.values)
+        )
+        log.info(
+            "trial %d %s%s in %.1f s | %s",
+            trial.number,
+            outcome.state.name,
+            shown,
+            time.perf_counter() - start,
+            " ".join(f"{k}={_short(v)}" for k, v in params.items()),
+        )
+
+    def _job(self, trial: optuna.Trial, params: dict[str, Any]) -> dict[str, Any]:
+        spec = self.spec
+        trial_dir = self.loaded.study_dir / "trials" / f"trial-{trial.number:04d}"
+        configs = []
+        for seed in spec.seeds:
+            data = to_dict(self.loaded.trial_config(params, seed))
+            data["tracking"]["group"] = spec.name
+            configs.append(data)
+        trial.set_user_attr("trial_dir", str(trial_dir))
+        threshold = next((o.threshold for o in spec.objective if o.threshold is not None), None)
+        evaluation = None
+        if spec.evaluation is not None:
+            evaluation = {"episodes": spec.evaluation.episodes, "set": list(spec.evaluation.set)}
+        return {
+            "trial": trial.number,
+            "seeds": list(spec.seeds),
+            "configs": configs,
+            "trial_dir": str(trial_dir),
+            "context": {"study": spec.name, "trial": trial.number, "params": params},
+            "threshold": threshold,
+            "evaluation": evaluation,
+            "steps_per_seed": configs[0]["experiment"]["total_env_steps"],
+        }
+
+    def _supervise(self, trial: optuna.Trial, job: dict[str, Any]) -> TrialOutcome:
+        trial_dir = Path(job["trial_dir"])
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        log_path = trial_dir / "trial.log"
+        seeds: list[dict[str, Any]] = []
+        pruned = ""
+        with open(log_path, "a") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "studies.trial_child"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                text=True,
+            )
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps(job))
+                proc.stdin.close()
+                pruned = self._follow(trial, job, proc, seeds)
+            finally:
+                if proc.poll() is None and (pruned or sys.exc_info()[0] is not None):
+                    proc.terminate()
+                rc = proc.wait()
+        if pruned:
+            return TrialOutcome(TrialState.PRUNED, None, pruned)
+        if rc != 0:
+            tail = log_path.read_text()[-2000:]
+            return TrialOutcome(TrialState.FAIL, None, f"trial process exited with {rc}: {tail}")
+        values = [
+            aggregate([s["metrics"][o.metric] for s in seeds], self.spec.aggregate)
+            for o in self.spec.objective
+        ]
+        if any(math.isnan(v) for v in values):
+            return TrialOutcome(TrialState.PRUNED, None, "objective is NaN")
+        return TrialOutcome(TrialState.COMPLETE, values)
+
+    def _follow(
+        self,
+        trial: optuna.Trial,
+        job: dict[str, Any],
+        proc: subprocess.Popen,
+        seeds: list[dict[str, Any]],
+    ) -> str:
+        """Read the trial's events until it ends; the reason if it should be pruned."""
+        assert proc.stdout is not None
+        last_shown = 0.0
+        for line in proc.stdout:
+            event = json.loads(line)
+            if event["event"] == "log":
+                pruned = self._report_row(trial, job, event)
+                if time.perf_counter() - last_shown > 5.0:
+                    last_shown = time.perf_counter()
+                    row = event["row"]
+                    log.info(
+                        "trial %d seed %d: %s steps | %s steps/s | return %.1f",
+                        trial.number,
+                        job["seeds"][event["seed_index"]],
+                        f"{row['env_steps']:,}",
+                        f"{row['interval_env_steps_per_second']:,.0f}",
+                        row["episode_return"],
+                    )
+            else:
+                seeds.append(event)
+                trial.set_user_attr("run_dirs", [s["run_dir"] for s in seeds])
+                trial.set_user_attr("seed_metrics", [s["metrics"] for s in seeds])
+                pruned = self._report_seed(trial, event)
+            if pruned:
+                return pruned
+        return ""
+
+    def _report_row(self, trial: optuna.Trial, job: dict[str, Any], event: dict[str, Any]) -> str:
+        row = event["row"]
+        losses = [row.get(k, 0.0) for k in ("policy_loss", "value_loss")]
+        if any(not math.isfinite(v) for v in losses):
+            return f"non-finite loss at {row['env_steps']} env steps"
+        if self.spec.pruner.name in ("none", "wilcoxon"):
+            return ""
+        value = row["episode_return"]
+        if not math.isfinite(value):
+            return ""  # no episode finished yet
+        step = event["seed_index"] * job["steps_per_seed"] + int(row["env_steps"])
+        trial.report(value, step)
+        return f"pruned at {step} env steps" if trial.should_prune() else ""
+
+    def _report_seed(self, trial: optuna.Trial, event: dict[str, Any]) -> str:
+        metric = self.spec.objective[0].metric
+        value = event["metrics"].get(metric, math.nan)
+        if self.spec.pruner.name != "wilcoxon" or metric not in RETURN_METRICS:
+            return ""
+        if not math.isfinite(value):
+            return "non-finite return"
+        trial.report(value, event["seed_index"])
+        return "pruned by seeds" if trial.should_prune() else ""
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

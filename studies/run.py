@@ -1,0 +1,130 @@
+"""`vecbench study run` and `vecbench study status`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from harness.errors import ConfigError
+from studies.engine import Worker, budget, budget_used, open_study
+from studies.spec import LoadedStudy, load_study
+
+log = logging.getLogger("vecbench")
+
+
+def run_study(
+    loaded: LoadedStudy,
+    workers: int = 1,
+    storage_url: str | None = None,
+    gpus: list[str] | None = None,
+) -> optuna.Study:
+    """Run (or resume) a study with ``workers`` processes; returns it when the budget is spent."""
+    if workers <= 0:
+        raise ConfigError(f"--workers must be > 0, got {workers}")
+    study, storage = open_study(loaded, storage_url)  # creates it once, before any worker
+    log.info(
+        "study %s: %d of %d trials used, storage %s, %d worker(s)",
+        loaded.spec.name,
+        budget_used(study),
+        budget(loaded.spec),
+        storage.url,
+        workers,
+    )
+    if workers == 1 and not gpus:
+        Worker(loaded, storage_url).run()
+    else:
+        _run_worker_processes(loaded, workers, storage.url, gpus or [])
+    return study
+
+
+def _run_worker_processes(loaded: LoadedStudy, workers: int, url: str, gpus: list[str]) -> None:
+    procs = []
+    for index in range(workers):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "studies.worker_main",
+            str(loaded.path),
+            "--storage",
+            url,
+            "--index",
+            str(index),
+        ]
+        procs.append(subprocess.Popen(cmd, env=env))
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+        raise
+    failed = [i for i, c in enumerate(codes) if c != 0]
+    if failed:
+        raise ConfigError(f"worker(s) {failed} exited with an error; see the lines above")
+
+
+def trials_table(study: optuna.Study) -> Any:
+    """One row per trial: number, state, value(s), duration, params, run directory."""
+    import pandas as pd
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        duration = None
+        if t.datetime_start is not None:
+            end = t.datetime_complete or None
+            duration = (end - t.datetime_start).total_seconds() if end else None
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        values = t.values or []
+        for i in range(len(study.directions)):
+            key = f"value_{i}" if len(study.directions) > 1 else "value"
+            row[key] = values[i] if i < len(values) else None
+        row["duration_s"] = duration
+        row.update({f"param:{k}": v for k, v in t.params.items()})
+        row["trial_dir"] = t.user_attrs.get("trial_dir")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def study_status(loaded: LoadedStudy, storage_url: str | None = None) -> str:
+    from studies.storage import StudyStorage
+
+    spec = loaded.spec
+    url = loaded.storage_url(storage_url)
+    storage = StudyStorage(url, spec.heartbeat_interval_s, spec.heartbeat_grace_s, spec.max_retries)
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=storage.optuna)
+    except KeyError:
+        raise ConfigError(
+            f"{loaded.path}: study {spec.name!r} not found in {url}; run it first"
+        ) from None
+    table = trials_table(study)
+    counts = table["state"].value_counts().to_dict() if len(table) else {}
+    lines = [
+        f"study {spec.name} ({url}): {budget_used(study)}/{budget(spec)} trials; "
+        + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
+    ]
+    with_values = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if with_values and len(study.directions) == 1:
+        best = study.best_trial
+        lines.append(f"best: trial {best.number} value {best.value:.4g} params {best.params}")
+    elif with_values:
+        lines.append(
+            "pareto front: " + ", ".join(f"trial {t.number} {t.values}" for t in study.best_trials)
+        )
+    if len(table):
+        shown = table.drop(columns=["trial_dir"])
+        lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return "\n".join(lines)
+
+
+__all__ = ["load_study", "run_study", "study_status", "trials_table"]

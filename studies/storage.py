@@ -1,0 +1,196 @@
+"""Study storage (journal file or a database), the cross-worker trial budget lock, and
+heartbeats that let surviving workers retry the trials of killed ones.
+
+- ``journal:<path>`` (the default, one machine): Optuna's journal file. Heartbeats are files
+  next to it; a trial whose worker is gone (dead PID on this host, or a stale file) is failed
+  and queued again.
+- ``postgresql://...`` (many machines): Optuna's RDB storage with its own heartbeats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+import warnings
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.errors import ConfigError
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class StudyStorage:
+    """One Optuna storage plus what vecbench adds around it."""
+
+    def __init__(self, url: str, interval_s: float, grace_s: float, max_retries: int) -> None:
+        self.url = url
+        self.interval_s = interval_s
+        self.grace_s = grace_s
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+        self.journal_path: Path | None = None
+        if url.startswith("journal:"):
+            self.journal_path = Path(url[len("journal:") :])
+            self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+            from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+            backend = JournalFileBackend(
+                str(self.journal_path), lock_obj=JournalFileOpenLock(str(self.journal_path))
+            )
+            self.optuna: optuna.storages.BaseStorage = optuna.storages.JournalStorage(backend)
+            self.heartbeat_dir = self.journal_path.parent / "heartbeats"
+            self.heartbeat_dir.mkdir(exist_ok=True)
+        else:
+            self.optuna = _rdb(url, interval_s, grace_s, self.retry)
+
+    # Budget lock --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def budget_lock(self, study_name: str) -> Iterator[None]:
+        """Held while a worker counts trials and asks for one, so budgets hold exactly."""
+        if self.url.startswith("postgresql"):
+            import sqlalchemy
+
+            engine = self.optuna.engine  # type: ignore[attr-defined]
+            key = zlib.crc32(f"vecbench:{study_name}".encode())
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            return
+        lock_path = self._lock_path(study_name)
+        with open(lock_path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _lock_path(self, study_name: str) -> Path:
+        if self.journal_path is not None:
+            return self.journal_path.parent / f"{study_name}.budget.lock"
+        if self.url.startswith("sqlite:///"):
+            return Path(self.url[len("sqlite:///") :] + f".{study_name}.budget.lock")
+        raise ConfigError(f"storage {self.url!r}: only journal:, sqlite:/// and postgresql URLs")
+
+    # Heartbeats ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def heartbeat(self, trial: optuna.Trial) -> Iterator[None]:
+        """Keep ``trial`` marked alive while the block runs."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                self._beat(trial)
+                if stop.wait(self.interval_s):
+                    return
+
+        self._beat(trial)
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            if self.journal_path is not None:
+                self._heartbeat_file(trial.number).unlink(missing_ok=True)
+
+    def _beat(self, trial: optuna.Trial) -> None:
+        if self.journal_path is None:
+            self.optuna.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+            return
+        path = self._heartbeat_file(trial.number)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        os.replace(tmp, path)
+
+    def _heartbeat_file(self, number: int) -> Path:
+        return self.heartbeat_dir / f"trial-{number}.json"
+
+    def reap_stale(self, study: optuna.Study) -> list[int]:
+        """Fail running trials whose worker is gone and queue them again; their numbers."""
+        if self.journal_path is None:
+            before = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
+            optuna.storages.fail_stale_trials(study)
+            after = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
+            return sorted(before - after)
+        reaped = []
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not self._journal_trial_is_stale(trial):
+                continue
+            if self.optuna.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                failed = study.get_trials(deepcopy=True)[trial.number]
+                self.retry(study, failed)
+                self._heartbeat_file(trial.number).unlink(missing_ok=True)
+                reaped.append(trial.number)
+        return reaped
+
+    def _journal_trial_is_stale(self, trial: FrozenTrial) -> bool:
+        path = self._heartbeat_file(trial.number)
+        try:
+            info = json.loads(path.read_text())
+            age = time.time() - path.stat().st_mtime
+        except (OSError, json.JSONDecodeError):
+            # No heartbeat yet: stale only once the trial is older than the grace period.
+            start = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+            return time.time() - start > self.grace_s
+        if info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", 0))):
+            return True
+        return age > self.grace_s
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A killed worker that is still a zombie of our own process counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _rdb(
+    url: str, interval_s: float, grace_s: float, retry: RetryHeartbeatStaleTrialCallback
+) -> optuna.storages.BaseStorage:
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=max(1, round(interval_s)),
+            grace_period=max(2, round(grace_s)),
+            heartbeat_stale_trial_callback=retry,
+            engine_kwargs={"pool_pre_ping": True},
+        )
+    except Exception as err:  # sqlalchemy raises many kinds for a bad or unreachable URL
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"storage {_redact(url)} is unreachable or invalid: {first}") from None
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url

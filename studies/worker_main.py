@@ -1,0 +1,32 @@
+"""A study worker process: ``python -m studies.worker_main STUDY.yaml --storage URL``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from harness.errors import VecbenchError
+from studies.engine import Worker
+from studies.spec import load_study
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("study", help="study YAML file")
+    parser.add_argument("--storage", required=True)
+    parser.add_argument("--index", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format=f"[worker {args.index}] %(message)s", stream=sys.stderr
+    )
+    try:
+        Worker(load_study(args.study), args.storage, args.index).run()
+    except VecbenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
