@@ -15,9 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e ".[test]"
 	touch $(STAMP)
 
-# The main job on the embedded defaults: PPO on cartpole, CPU if no GPU, W&B offline.
+# The main job on the embedded defaults (CPU if no GPU, W&B offline): a small study of PPO on
+# cartpole, a throughput benchmark, and the report of both in runs/reports/demo/.
 demo: $(STAMP)
-	$(BIN)/vecbench train
+	$(BIN)/vecbench study run studies/demo.yaml --workers 2
+	$(BIN)/vecbench bench --num-envs 64 256 1024 4096 --steps 100 --train-iterations 5 -o runs/bench/demo
+	$(BIN)/vecbench report runs/studies/demo runs/bench/demo.json -o runs/reports/demo --threshold 475 --title "vecbench demo"
 
 # Lint, then the whole suite (CPU; gpu-marked tests are deselected without CUDA). The
 # study tests start a private PostgreSQL on loopback from Debian's package (installed if missing).

@@ -61,6 +61,11 @@ class EnvConfig:
     # The task's per-env physics parameters and their nominal values (set by each task).
     nominal_params: ClassVar[dict[str, float]] = {}
 
+    @property
+    def max_return(self) -> float | None:
+        """The best possible episode return (reports normalise scores by it), if known."""
+        return None
+
     def __post_init__(self) -> None:
         unknown = sorted(set(self.randomization) - set(self.nominal_params))
         if unknown:

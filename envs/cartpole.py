@@ -39,6 +39,10 @@ class CartpoleConfig(EnvConfig):
     action_type: Literal["discrete", "continuous"] = "discrete"
     nominal_params: ClassVar[dict[str, float]] = NOMINAL_PARAMS
 
+    @property
+    def max_return(self) -> float:
+        return float(self.max_episode_steps)  # one reward per step, up to the time limit
+
 
 class Cartpole(VecEnv):
     """N cartpoles; state is four [N] tensors (x, x_dot, theta, theta_dot)."""

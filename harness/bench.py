@@ -109,6 +109,8 @@ def run_bench(
     for n in num_envs:
         cfg = dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=n))
         for mode in modes:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             if mode == "env":
                 rate = env_steps_per_second(cfg, steps=steps)
             elif mode == "inference":
@@ -121,6 +123,12 @@ def run_bench(
                 "mode": mode,
                 "num_envs": n,
                 "steps_per_second": rate,
+                "gpu_memory_peak_mb": (
+                    torch.cuda.max_memory_allocated(device) / 2**20
+                    if device.type == "cuda"
+                    else math.nan
+                ),
+                "driver": meta.get("driver"),
                 "device_name": meta["device_name"],
                 "torch": meta["torch"],
                 "cuda": meta["cuda"],

@@ -75,6 +75,27 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("-o", "--output", type=Path, help="write OUTPUT.json and OUTPUT.csv")
     bench.set_defaults(func=_bench)
 
+    report = sub.add_parser("report", help="HTML + Markdown report from runs, studies, benches")
+    report.add_argument(
+        "inputs",
+        type=Path,
+        nargs="*",
+        help="run dirs, study dirs or bench JSON (searched recursively)",
+    )
+    report.add_argument("-o", "--output", type=Path, required=True, help="report directory")
+    report.add_argument("--storage", help="database URL of studies to include")
+    report.add_argument(
+        "--study",
+        dest="studies",
+        nargs="+",
+        default=[],
+        help="study names in --storage (default: all)",
+    )
+    report.add_argument("--threshold", type=float, help="return for the time-to-threshold table")
+    report.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    report.add_argument("--title", default="vecbench report")
+    report.set_defaults(func=_report)
+
     study = sub.add_parser("study", help="Optuna studies: run, resume, status")
     study_sub = study.add_subparsers(dest="study_command", required=True)
     run = study_sub.add_parser("run", help="run a study file; running it again resumes it")
@@ -132,6 +153,20 @@ def _eval(args: argparse.Namespace) -> int:
         f"mean return {result.mean_return:.1f} +- {result.std_return:.1f} "
         f"(mean length {result.mean_length:.1f}) over {result.episodes} episodes"
     )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from reports.render import write_report
+
+    if not args.inputs and not args.storage:
+        raise VecbenchError("report: give run/study directories or --storage with --study")
+    if args.reps <= 0:
+        raise VecbenchError(f"--reps must be > 0, got {args.reps}")
+    page = write_report(
+        args.inputs, args.output, args.storage, args.studies, args.threshold, args.reps, args.title
+    )
+    print(f"report: {page} (and report.md, figures/, tables/ beside it)")
     return 0
 
 

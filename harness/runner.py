@@ -38,6 +38,7 @@ class RunResult:
     iterations: int
     wall_time_s: float  # training time, resumed segments added up
     env_steps_per_second: float  # end-to-end training throughput after burn-in
+    gpu_memory_peak_mb: float = math.nan  # peak memory torch allocated on the GPU (CUDA only)
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -251,12 +252,19 @@ class _Training:
             iterations=self.iteration,
             wall_time_s=wall,
             env_steps_per_second=self.throughput,
+            gpu_memory_peak_mb=_peak_memory_mb(self.device),
         )
 
 
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type != "cuda":
+        return math.nan
+    return torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def _rate(steps: int, seconds: float) -> float:

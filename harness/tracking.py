@@ -57,12 +57,28 @@ def environment_meta(device: torch.device, device_label: str) -> dict[str, Any]:
         "device_name": device_label,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
+        "driver": _driver_version() if device.type == "cuda" else None,
         "python": platform.python_version(),
         "host": platform.node(),
         "git_commit": git_commit(),
         "argv": sys.argv,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _driver_version() -> str | None:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (
+        out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    )
 
 
 class RunStore:

@@ -115,7 +115,7 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
         if any(params.get(key, _ABSENT) not in values for key, values in p.when.items()):
             continue
         if p.type == "categorical":
-            params[path] = trial.suggest_categorical(path, list(p.choices))
+            params[path] = p.decode(trial.suggest_categorical(path, p.optuna_choices))
         elif p.type == "int":
             step = int(p.step or 1)
             params[path] = trial.suggest_int(path, int(p.low), int(p.high), step=step, log=p.log)  # type: ignore[arg-type]

@@ -45,8 +45,13 @@ def run_study(
 
 def _run_worker_processes(loaded: LoadedStudy, workers: int, url: str, gpus: list[str]) -> None:
     procs = []
+    # Workers share the CPU: give each trial its share of threads, or torch's thread pools
+    # oversubscribe the cores and every trial crawls.
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
     for index in range(workers):
         env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", threads)
+        env.setdefault("MKL_NUM_THREADS", threads)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
         cmd = [

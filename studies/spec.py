@@ -75,6 +75,19 @@ class ParamSpec:
         if self.log and self.step is not None:
             raise FieldError("step", "cannot be combined with log: true")
 
+    @property
+    def optuna_choices(self) -> list[Any]:
+        """Choices as Optuna stores them: lists (layer sizes) become JSON strings."""
+        return [json.dumps(c) if isinstance(c, list | tuple | dict) else c for c in self.choices]
+
+    def decode(self, value: Any) -> Any:
+        """A stored choice back to the config value."""
+        if self.type == "categorical" and isinstance(value, str):
+            for raw, stored in zip(self.choices, self.optuna_choices, strict=True):
+                if stored == value:
+                    return raw
+        return value
+
     def first_value(self) -> Any:
         if self.type == "categorical":
             return self.choices[0]
@@ -188,7 +201,7 @@ class StudySpec:
         """Every point of a categorical grid, in a fixed order."""
         points: list[dict[str, Any]] = [{}]
         for path, param in self.space.items():
-            points = [{**p, path: c} for p in points for c in param.choices]
+            points = [{**p, path: c} for p in points for c in param.optuna_choices]
         return points
 
 

@@ -271,7 +271,7 @@ def test_kill_9_a_worker_and_the_study_still_completes(
     loaded = load_study(path)
     url = postgres_url if backend == "postgres" else loaded.storage_url()
     open_study(loaded, url)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "studies.worker_main", str(path), "--storage", url]
     victim = subprocess.Popen([*cmd, "--index", "0"], env=env)
     survivor = subprocess.Popen([*cmd, "--index", "1"], env=env)
@@ -327,3 +327,21 @@ def test_study_yaml_written_by_hand_runs_via_cli_workers(write_study, tmp_path: 
     assert proc.returncode == 0, proc.stderr
     assert "4/4 trials; complete 4" in proc.stdout
     assert yaml.safe_load(path.read_text())["name"] == "s"
+
+
+def test_layer_sizes_as_categorical_choices(write_study) -> None:
+    path = write_study(
+        space={"algo.actor_hidden": {"type": "categorical", "choices": [[16], [32, 32]]}},
+        sampler={"name": "grid"},
+        config={
+            "tracking": {"wandb": "disabled"},
+            "algo": {"num_steps": 4},
+            "experiment": {"total_env_steps": 2048},
+        },
+    )
+    study = run_study(load_study(path))
+    hidden = []
+    for t in trials(study):
+        assert t.state == TrialState.COMPLETE
+        hidden.append(RunStore.open(Path(t.user_attrs["run_dirs"][0])).config().algo.actor_hidden)
+    assert sorted(hidden) == [(16,), (32, 32)]

@@ -1,0 +1,235 @@
+"""Gather run directories, studies and benchmark results into pandas tables.
+
+Nothing here trains or needs W&B: everything is read from the local files that runs,
+studies and ``vecbench bench`` write. An input that cannot be read is named in
+``Collection.problems`` and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.config import to_dict
+from harness.errors import VecbenchError
+from harness.tracking import CONFIG_FILE, METRICS_FILE, RunStore
+
+
+class ReportError(VecbenchError):
+    """Nothing to report, or an input that cannot be used at all."""
+
+
+@dataclass
+class StudyData:
+    name: str
+    source: str
+    directions: list[str]
+    trials: list[Any]  # optuna FrozenTrial
+    spec_text: str | None
+
+
+@dataclass
+class Collection:
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    studies: list[StudyData]
+    bench: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return self.runs.empty and not self.studies and self.bench.empty
+
+
+def collect(
+    inputs: list[Path], storage: str | None = None, study_names: list[str] | None = None
+) -> Collection:
+    """Everything under ``inputs`` (run dirs, study dirs, bench JSON), plus named studies
+    from a database ``storage``."""
+    problems: list[str] = []
+    run_dirs: list[Path] = []
+    journals: list[Path] = []
+    bench_files: list[Path] = []
+    for path in inputs:
+        if not path.exists():
+            problems.append(f"{path}: does not exist")
+            continue
+        if path.is_file():
+            (journals if path.name.endswith(".log") else bench_files).append(path)
+            continue
+        run_dirs += sorted({p.parent for p in path.rglob(CONFIG_FILE)})
+        journals += sorted(path.rglob("journal.log"))
+        bench_files += [p for p in sorted(path.rglob("*.json")) if _looks_like_bench(p)]
+
+    runs, curves = [], []
+    for run_dir in dict.fromkeys(run_dirs):
+        try:
+            row, curve = _read_run(run_dir)
+        except (VecbenchError, OSError, ValueError, KeyError) as err:
+            problems.append(f"{run_dir}: skipped ({err})")
+            continue
+        runs.append(row)
+        curves.append(curve)
+
+    studies: list[StudyData] = []
+    for journal in dict.fromkeys(journals):
+        studies += _read_journal(journal, problems)
+    if storage:
+        studies += _read_storage(storage, study_names or [], problems)
+
+    bench_rows = []
+    for path in dict.fromkeys(bench_files):
+        try:
+            rows = json.loads(path.read_text())
+            if not _is_bench(rows):
+                raise ValueError("not a vecbench bench result")
+        except (OSError, ValueError) as err:
+            problems.append(f"{path}: skipped ({err})")
+            continue
+        bench_rows += [{**r, "source": str(path)} for r in rows]
+
+    collection = Collection(
+        runs=pd.DataFrame(runs),
+        curves=pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
+        studies=studies,
+        bench=pd.DataFrame(bench_rows),
+        problems=problems,
+    )
+    if collection.empty:
+        shown = ", ".join(str(p) for p in inputs) or "(no inputs)"
+        detail = ("; " + "; ".join(problems)) if problems else ""
+        raise ReportError(f"no runs, studies or benchmark results found in {shown}{detail}")
+    return collection
+
+
+def _looks_like_bench(path: Path) -> bool:
+    if path.name in ("meta.json", "summary.json") or path.stat().st_size > 50_000_000:
+        return False
+    try:
+        return _is_bench(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def _is_bench(rows: Any) -> bool:
+    return (
+        isinstance(rows, list)
+        and bool(rows)
+        and all(
+            isinstance(r, dict) and {"mode", "num_envs", "steps_per_second"} <= set(r) for r in rows
+        )
+    )
+
+
+def config_key(config_dict: dict[str, Any]) -> str:
+    """Hash of a run's config without what differs between seeds of one configuration."""
+    data = json.loads(json.dumps(config_dict))
+    data.pop("tracking", None)
+    for key in ("seed", "run_root", "name", "log_interval", "checkpoint_interval"):
+        data.get("experiment", {}).pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    store = RunStore.open(run_dir)
+    if not (run_dir / METRICS_FILE).is_file():
+        raise ReportError("no metrics.csv: the run never logged")
+    config = store.config()
+    summary = store.summary()  # missing for runs that did not finish: reported, skipped
+    if not summary.get("completed", False):
+        raise ReportError("the run did not complete")
+    meta = store.meta()
+    metrics = store.metrics()
+    if metrics.empty or "episode_return" not in metrics:
+        raise ReportError("metrics.csv holds no rows")
+    context = meta.get("context") or {}
+    data = to_dict(config)
+    key = config_key(data)
+    env = config.env
+    task = env.name + (f"-{env.action_type}" if hasattr(env, "action_type") else "")
+    if context:
+        label = f"{context['study']} #{context['trial']}"
+        params = context.get("params") or {}
+        if 0 < len(params) <= 3:
+            label += " (" + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in params.items()) + ")"
+    else:
+        label = config.experiment.name or f"{env.name}/{config.algo.name} {key[:6]}"
+    max_return = env.max_return
+    row = {
+        "run_id": str(run_dir),
+        "label": label,
+        "config_key": key,
+        "task": task,
+        "env": env.name,
+        "algo": config.algo.name,
+        "num_envs": env.num_envs,
+        "seed": config.experiment.seed,
+        "final_return": summary.get("final_return", math.nan),
+        "best_return": summary.get("best_return", math.nan),
+        "env_steps": summary.get("env_steps"),
+        "wall_time_s": summary.get("wall_time_s"),
+        "env_steps_per_second": summary.get("env_steps_per_second", math.nan),
+        "gpu_memory_peak_mb": summary.get("gpu_memory_peak_mb", math.nan),
+        "max_return": max_return if max_return is not None else math.nan,
+        "study": context.get("study"),
+        "trial": context.get("trial"),
+        "device_name": meta.get("device_name"),
+        "torch": meta.get("torch"),
+        "cuda": meta.get("cuda"),
+        "git_commit": meta.get("git_commit"),
+        "config_hash": meta.get("config_hash"),
+        "started_at": meta.get("started_at"),
+    }
+    curve = metrics.assign(run_id=str(run_dir), label=label, task=task)
+    return row, curve
+
+
+def _read_journal(path: Path, problems: list[str]) -> list[StudyData]:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    try:
+        storage = optuna.storages.JournalStorage(
+            JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        )
+        names = optuna.get_all_study_names(storage)
+    except Exception as err:  # a damaged journal raises from deep inside optuna
+        problems.append(f"{path}: skipped (unreadable study journal: {err})")
+        return []
+    return [_study(storage, name, str(path)) for name in names]
+
+
+def _read_storage(url: str, names: list[str], problems: list[str]) -> list[StudyData]:
+    import optuna
+
+    try:
+        storage = optuna.storages.RDBStorage(url)
+        known = optuna.get_all_study_names(storage)
+    except Exception as err:
+        raise ReportError(f"storage {url.split('@')[-1]}: cannot be read ({err})") from None
+    out = []
+    for name in names or known:
+        if name not in known:
+            problems.append(f"study {name!r}: not in the storage (known: {', '.join(known)})")
+            continue
+        out.append(_study(storage, name, url.split("@")[-1]))
+    return out
+
+
+def _study(storage: Any, name: str, source: str) -> StudyData:
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    return StudyData(
+        name=name,
+        source=source,
+        directions=[d.name.lower() for d in study.directions],
+        trials=study.get_trials(deepcopy=False),
+        spec_text=study.user_attrs.get("vecbench_spec"),
+    )

@@ -1,0 +1,202 @@
+"""The report's figures (matplotlib, no display needed). Each function returns a Figure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from reports.stats import Interval, mean_band  # noqa: E402
+
+MODE_NAMES = {"env": "env only", "inference": "env + policy", "train": "training"}
+
+
+def throughput_scaling(table: pd.DataFrame) -> Figure:
+    """steps/s against num_envs, log-log, one line per mode, with ideal linear scaling."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for mode, part in table.groupby("mode", sort=False):
+        part = part.sort_values("num_envs")
+        ax.plot(part["num_envs"], part["steps_per_second"], "o-", label=MODE_NAMES.get(mode, mode))
+        n0, r0 = part["num_envs"].iloc[0], part["steps_per_second"].iloc[0]
+        ax.plot(part["num_envs"], r0 * part["num_envs"] / n0, ":", color="grey", linewidth=1)
+    ax.plot([], [], ":", color="grey", label="ideal linear scaling")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("parallel envs (num_envs)")
+    ax.set_ylabel("env steps per second")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(curves: pd.DataFrame, x: str, groups: list[str]) -> Figure:
+    """Mean episode return against ``x`` (env_steps or wall_time_s) per configuration, with
+    a 95 % confidence band over seeds."""
+    fig, ax = plt.subplots(figsize=(9.0, 4.2))
+    for label in groups:
+        part = curves[curves["label"] == label]
+        grid, runs = _resample(part, x)
+        centre, low, high = mean_band(runs)
+        seeds = runs.shape[0]
+        (line,) = ax.plot(grid, centre, label=f"{label} ({seeds} seed{'s' * (seeds > 1)})")
+        ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("env steps" if x == "env_steps" else "wall-clock time [s]")
+    ax.set_ylabel("mean episode return")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def _resample(part: pd.DataFrame, x: str, points: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Curves of several runs on one common x grid [S] -> [R, S] (NaN past a run's end)."""
+    top = part.groupby("run_id")[x].max().min()
+    grid = np.linspace(0.0, float(top), points)
+    runs = []
+    for _, run in part.groupby("run_id"):
+        run = run.sort_values(x).dropna(subset=["episode_return"])
+        runs.append(
+            np.interp(grid, run[x], run["episode_return"], left=np.nan, right=np.nan)
+            if len(run)
+            else np.full(points, np.nan)
+        )
+    return grid, np.array(runs)
+
+
+def aggregate_intervals(table: dict[str, dict[str, Interval]]) -> Figure:
+    """Point estimates and 95 % intervals per configuration (rows) and statistic (panels)."""
+    labels = list(table)
+    stats = list(next(iter(table.values())))
+    fig, axes = plt.subplots(
+        1,
+        len(stats),
+        figsize=(3.0 * len(stats), 0.5 + 0.45 * len(labels)),
+        sharey=True,
+        squeeze=False,
+    )
+    for ax, stat in zip(axes[0], stats, strict=True):
+        for y, label in enumerate(labels):
+            iv = table[label][stat]
+            ax.plot([iv.low, iv.high], [y, y], linewidth=6, alpha=0.5)
+            ax.plot([iv.estimate], [y], "k|", markersize=12)
+        ax.set_title(stat.replace("_", " "))
+        ax.set_yticks(range(len(labels)), labels)
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0][0].set_ylabel("configuration")
+    fig.supxlabel("normalised score (1 = maximum return)", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def performance_profiles(taus: np.ndarray, profiles: dict[str, np.ndarray]) -> Figure:
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, profile in profiles.items():
+        ax.plot(taus, profile, label=label)
+    ax.set_xlabel(r"normalised score $\tau$")
+    ax.set_ylabel(r"fraction of runs with score > $\tau$")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def optimisation_history(trials: pd.DataFrame, direction: str) -> Figure:
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    done = trials[trials["state"] == "COMPLETE"].sort_values("number")
+    pruned = trials[trials["state"] == "PRUNED"]
+    ax.plot(done["number"], done["value"], "o", label="complete")
+    if len(pruned):
+        ax.plot(pruned["number"], pruned["value"], "x", color="grey", label="pruned (last value)")
+    best = done["value"].cummax() if direction == "maximize" else done["value"].cummin()
+    ax.step(done["number"], best, where="post", color="C3", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("objective")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def importances(values: dict[str, float]) -> Figure:
+    names = list(values)[::-1]
+    fig, ax = plt.subplots(figsize=(6.4, 0.6 + 0.35 * len(names)))
+    ax.barh(names, [values[n] for n in names])
+    ax.set_xlabel("importance (share of the objective's variation)")
+    fig.tight_layout()
+    return fig
+
+
+def parallel_coordinates(trials: pd.DataFrame, params: list[str]) -> Figure:
+    """Each complete trial a line across its parameters (scaled to [0, 1]), coloured by value."""
+    done = trials[trials["state"] == "COMPLETE"]
+    axes_names = params + ["value"]
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.4 * len(axes_names)), 4.2))
+    scaled = pd.DataFrame(index=done.index)
+    for name in axes_names:
+        col = done[name]
+        numeric = pd.to_numeric(col, errors="coerce")
+        if numeric.isna().any():
+            numeric = col.astype(str).astype("category").cat.codes.astype(float)
+        span = numeric.max() - numeric.min()
+        scaled[name] = (numeric - numeric.min()) / span if span > 0 else 0.5
+    cmap = plt.get_cmap("viridis")
+    for i in done.index:
+        ax.plot(
+            range(len(axes_names)), scaled.loc[i], color=cmap(scaled.loc[i, "value"]), alpha=0.8
+        )
+    ax.set_xticks(range(len(axes_names)), [n.split(".")[-1] for n in axes_names], rotation=20)
+    ax.set_yticks([0, 1], ["low", "high"])
+    ax.grid(True, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+def slices(trials: pd.DataFrame, params: list[str]) -> Figure:
+    done = trials[trials["state"] == "COMPLETE"]
+    fig, axes = plt.subplots(
+        1, len(params), figsize=(2.8 * len(params), 3.0), sharey=True, squeeze=False
+    )
+    for ax, name in zip(axes[0], params, strict=True):
+        active = done.dropna(subset=[name])  # a conditional parameter is absent elsewhere
+        numeric = pd.to_numeric(active[name], errors="coerce")
+        if numeric.notna().all():
+            ax.plot(numeric.to_numpy(float), active["value"].to_numpy(float), "o", alpha=0.7)
+            if len(numeric) and numeric.min() > 0 and numeric.max() / numeric.min() > 50:
+                ax.set_xscale("log")
+        else:
+            labels = active[name].astype(str)
+            order = sorted(labels.unique())
+            codes = labels.map({v: i for i, v in enumerate(order)}).to_numpy(float)
+            ax.plot(codes, active["value"].to_numpy(float), "o", alpha=0.7)
+            ax.set_xticks(range(len(order)), order)
+        ax.set_xlabel(name.split(".")[-1])
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("objective")
+    fig.tight_layout()
+    return fig
+
+
+def robustness(table: pd.DataFrame) -> Figure:
+    """Return in the training range vs on the held-out range, per trial."""
+    fig, ax = plt.subplots(figsize=(6.4, 0.8 + 0.4 * len(table)))
+    y = np.arange(len(table))
+    ax.barh(y - 0.2, table["train_return"], height=0.4, label="training range (final return)")
+    ax.barh(y + 0.2, table["heldout_return"], height=0.4, label="held-out range (eval return)")
+    ax.set_yticks(y, table["setting"])
+    ax.set_xlabel("mean episode return")
+    ax.legend(fontsize="small", loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def close(fig: Any) -> None:
+    plt.close(fig)

@@ -1,0 +1,413 @@
+"""The report's sections: each turns collected tables into text, tables and figures."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reports import figures, stats
+from reports.collect import Collection, StudyData
+
+
+@dataclass
+class Section:
+    title: str
+    text: list[str] = field(default_factory=list)
+    tables: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # name, caption
+    figures: list[tuple[str, str, Any]] = field(default_factory=list)  # name, caption, Figure
+
+
+def build_sections(c: Collection, threshold: float | None, reps: int) -> list[Section]:
+    sections = [metadata(c)]
+    for maker in (throughput, learning, aggregates):
+        section = maker(c, threshold, reps)
+        if section is not None:
+            sections.append(section)
+    for study in c.studies:
+        sections.append(study_section(study, c))
+    if c.problems:
+        sections.append(Section("Skipped inputs", [f"- {p}" for p in c.problems]))
+    return sections
+
+
+def metadata(c: Collection) -> Section:
+    runs, bench = c.runs, c.bench
+    rows = []
+    for frame, kind in ((runs, "runs"), (bench, "bench")):
+        if frame.empty:
+            continue
+        cols = [k for k in ("device_name", "driver", "torch", "cuda", "git_commit") if k in frame]
+        for values, part in frame.groupby(cols, dropna=False):
+            rows.append({"source": kind, **dict(zip(cols, values, strict=True)), "rows": len(part)})
+    section = Section("Metadata")
+    section.text.append(
+        f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} by vecbench "
+        f"{_version()} from {len(runs)} run(s), {len(c.studies)} study(ies) and "
+        f"{len(bench)} benchmark figure(s)."
+    )
+    if rows:
+        section.tables.append(
+            ("hardware", "Hardware and software the results come from", pd.DataFrame(rows))
+        )
+    if not runs.empty:
+        configs = (
+            runs.groupby(["label", "config_key"])
+            .agg(
+                task=("task", "first"),
+                seeds=("seed", lambda s: ", ".join(map(str, sorted(s)))),
+                config_hashes=("config_hash", lambda s: ", ".join(sorted(set(map(str, s))))),
+            )
+            .reset_index()
+        )
+        section.tables.append(
+            ("configurations", "Configurations, their seeds and config hashes", configs)
+        )
+    return section
+
+
+def throughput(c: Collection, threshold: float | None, reps: int) -> Section | None:
+    parts = []
+    if not c.bench.empty:
+        cols = ["mode", "num_envs", "steps_per_second", "gpu_memory_peak_mb", "device_name"]
+        parts.append(c.bench[[k for k in cols if k in c.bench]])
+    if not c.runs.empty:
+        # Training throughput of runs, per study (or loose runs) that varied num_envs.
+        runs = c.runs.assign(group=c.runs["study"].fillna("runs"))
+        for group, part in runs.groupby("group"):
+            if part["num_envs"].nunique() < 2:
+                continue
+            by_n = (
+                part.groupby("num_envs")
+                .agg(
+                    steps_per_second=("env_steps_per_second", "mean"),
+                    gpu_memory_peak_mb=("gpu_memory_peak_mb", "max"),
+                    device_name=("device_name", "first"),
+                )
+                .reset_index()
+            )
+            parts.append(by_n.assign(mode=f"train ({group})"))
+    if not parts:
+        return None
+    table = pd.concat(parts, ignore_index=True)
+    table = (
+        table.groupby(["mode", "num_envs"], sort=False)
+        .agg(
+            steps_per_second=("steps_per_second", "mean"),
+            gpu_memory_peak_mb=("gpu_memory_peak_mb", "max"),
+            device_name=("device_name", "first"),
+        )
+        .reset_index()
+    )
+    section = Section("Throughput scaling")
+    section.text.append(
+        "Env steps per second against the number of parallel envs: env stepping alone, env "
+        "plus policy inference, and end-to-end training (after a burn-in iteration). The dotted "
+        "lines continue each curve's first point with ideal linear scaling."
+    )
+    section.tables.append(("throughput", "Steps per second by mode and num_envs", table))
+    section.figures.append(
+        (
+            "throughput_scaling",
+            "Throughput against num_envs (log-log)",
+            figures.throughput_scaling(table),
+        )
+    )
+    return section
+
+
+def learning(c: Collection, threshold: float | None, reps: int) -> Section | None:
+    if c.runs.empty or c.curves.empty:
+        return None
+    groups = _top_groups(c.runs, 8)
+    section = Section("Learning")
+    section.text.append(
+        "Mean episode return of each configuration across its seeds, with a 95 % confidence "
+        "band (percentile bootstrap over seeds)"
+        + (
+            f"; the best {len(groups)} configurations by final return are shown."
+            if c.runs["label"].nunique() > 8
+            else "."
+        )
+    )
+    section.figures.append(
+        (
+            "return_vs_steps",
+            "Return against env steps",
+            figures.learning_curves(c.curves, "env_steps", groups),
+        )
+    )
+    section.figures.append(
+        (
+            "return_vs_time",
+            "Return against wall-clock time",
+            figures.learning_curves(c.curves, "wall_time_s", groups),
+        )
+    )
+    finals = (
+        c.runs.groupby("label")
+        .agg(
+            task=("task", "first"),
+            seeds=("seed", "count"),
+            final_return_mean=("final_return", "mean"),
+            final_return_std=("final_return", "std"),
+            best_return_mean=("best_return", "mean"),
+            env_steps_per_second=("env_steps_per_second", "mean"),
+        )
+        .reset_index()
+        .sort_values("final_return_mean", ascending=False)
+    )
+    section.tables.append(("final_returns", "Final and best mean return per configuration", finals))
+    if threshold is not None:
+        section.tables.append(
+            (
+                "time_to_threshold",
+                f"Env steps and seconds until the mean return first reached "
+                f"{threshold:g} (median over the seeds that reached it)",
+                _time_to_threshold(c, threshold),
+            )
+        )
+    return section
+
+
+def _top_groups(runs: pd.DataFrame, n: int) -> list[str]:
+    order = runs.groupby("label")["final_return"].mean().sort_values(ascending=False)
+    return list(order.index[:n])
+
+
+def _time_to_threshold(c: Collection, threshold: float) -> pd.DataFrame:
+    rows = []
+    for label, part in c.curves.groupby("label"):
+        steps, seconds, runs = [], [], 0
+        for _, run in part.groupby("run_id"):
+            runs += 1
+            hit = run[run["episode_return"] >= threshold]
+            if len(hit):
+                steps.append(hit["env_steps"].iloc[0])
+                seconds.append(hit["wall_time_s"].iloc[0])
+        rows.append(
+            {
+                "label": label,
+                "seeds_reaching": f"{len(steps)}/{runs}",
+                "env_steps": float(np.median(steps)) if steps else math.nan,
+                "wall_time_s": float(np.median(seconds)) if seconds else math.nan,
+            }
+        )
+    return pd.DataFrame(rows).sort_values("wall_time_s")
+
+
+def score_matrix(runs: pd.DataFrame, label: str) -> np.ndarray | None:
+    """[R, K] normalised final scores of one configuration (None if tasks have unequal R)."""
+    part = runs[runs["label"] == label]
+    per_task = [
+        g["final_return"].to_numpy() / g["max_return"].to_numpy() for _, g in part.groupby("task")
+    ]
+    if len({len(t) for t in per_task}) != 1:
+        return None
+    return np.stack(per_task, axis=1)
+
+
+def aggregates(c: Collection, threshold: float | None, reps: int) -> Section | None:
+    runs = c.runs
+    if runs.empty or runs["max_return"].isna().all():
+        return None
+    runs = runs.dropna(subset=["max_return", "final_return"])
+    labels = [lab for lab in _top_groups(runs, 8) if (runs["label"] == lab).sum() >= 2]
+    matrices = {lab: m for lab in labels if (m := score_matrix(runs, lab)) is not None}
+    if not matrices:
+        return None
+    section = Section("Aggregate performance")
+    section.text.append(
+        "Final returns normalised by each task's maximum return (cartpole: the time limit), "
+        f"aggregated over seeds with 95 % stratified bootstrap confidence intervals ({reps} "
+        "resamples; Agarwal et al., 2021). Lower is better for the optimality gap."
+    )
+    intervals = {
+        lab: {
+            name: stats.stratified_bootstrap(m, fn, reps=reps, seed=i)
+            for i, (name, fn) in enumerate(stats.AGGREGATES.items())
+        }
+        for lab, m in matrices.items()
+    }
+    rows = []
+    for lab, ivs in intervals.items():
+        row: dict[str, Any] = {"label": lab, "runs": matrices[lab].size}
+        for name, iv in ivs.items():
+            row[name] = iv.estimate
+            row[f"{name}_ci_low"], row[f"{name}_ci_high"] = iv.low, iv.high
+        rows.append(row)
+    section.tables.append(
+        ("aggregates", "Aggregate normalised scores with 95 % CIs", pd.DataFrame(rows))
+    )
+    section.figures.append(
+        (
+            "aggregates",
+            "Aggregate metrics with 95 % stratified bootstrap CIs",
+            figures.aggregate_intervals(intervals),
+        )
+    )
+    taus = np.linspace(0.0, 1.0, 101)
+    section.figures.append(
+        (
+            "performance_profiles",
+            "Performance profiles (score distributions)",
+            figures.performance_profiles(
+                taus, {lab: stats.performance_profile(m, taus) for lab, m in matrices.items()}
+            ),
+        )
+    )
+    if len(matrices) >= 2:
+        best, *others = list(matrices)
+        poi = []
+        for other in others:
+            iv = stats.probability_of_improvement_interval(
+                matrices[best], matrices[other], reps=reps
+            )
+            poi.append(
+                {
+                    "x": best,
+                    "y": other,
+                    "p_x_better": iv.estimate,
+                    "ci_low": iv.low,
+                    "ci_high": iv.high,
+                }
+            )
+        section.tables.append(
+            (
+                "probability_of_improvement",
+                "P(X > Y): the best configuration against each other one",
+                pd.DataFrame(poi),
+            )
+        )
+    return section
+
+
+def trials_frame(study: StudyData) -> pd.DataFrame:
+    rows = []
+    for t in study.trials:
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        values = t.values or []
+        for i in range(len(study.directions)):
+            row["value" if i == 0 else f"value_{i}"] = values[i] if i < len(values) else math.nan
+        end, start = t.datetime_complete, t.datetime_start
+        row["duration_s"] = (end - start).total_seconds() if end and start else math.nan
+        row.update(t.params)
+        seed_metrics = t.user_attrs.get("seed_metrics") or []
+        for key in ("final_return", "eval_return"):
+            vals = [m[key] for m in seed_metrics if key in m]
+            row[f"mean_{key}"] = float(np.mean(vals)) if vals else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def study_section(study: StudyData, c: Collection) -> Section:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials = trials_frame(study)
+    section = Section(f"Study: {study.name}")
+    counts = trials["state"].value_counts().to_dict() if len(trials) else {}
+    section.text.append(
+        f"{len(trials)} trials from {study.source}: "
+        + ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
+        + f". Objective(s): {', '.join(study.directions)}."
+    )
+    if trials.empty:
+        return section
+    params = [p for p in trials.columns if "." in p]
+    direction = study.directions[0]
+    done = trials[trials["state"] == "COMPLETE"]
+    best = done.sort_values("value", ascending=direction == "minimize").head(10)
+    section.tables.append((f"{study.name}_best_trials", "Best trials", best))
+    section.tables.append((f"{study.name}_trials", "All trials", trials))
+    section.figures.append(
+        (
+            f"{study.name}_history",
+            "Optimisation history",
+            figures.optimisation_history(trials, direction),
+        )
+    )
+    if len(study.directions) == 1 and len(done) >= 2 and params:
+        try:
+            frozen = [t for t in study.trials if t.state.name == "COMPLETE"]
+            tmp = optuna.create_study(direction=direction)
+            tmp.add_trials(frozen)
+            imp = optuna.importance.get_param_importances(tmp)
+            section.figures.append(
+                (
+                    f"{study.name}_importance",
+                    "Hyperparameter importance (Optuna's default evaluator)",
+                    figures.importances(imp),
+                )
+            )
+            section.tables.append(
+                (
+                    f"{study.name}_importance",
+                    "Hyperparameter importance",
+                    pd.DataFrame({"param": list(imp), "importance": list(imp.values())}),
+                )
+            )
+        except (ValueError, RuntimeError) as err:
+            section.text.append(f"Importance not computed: {err}")
+    if len(done) >= 2 and params:
+        section.figures.append(
+            (
+                f"{study.name}_parallel",
+                "Parallel coordinates (complete trials, colour = objective)",
+                figures.parallel_coordinates(done, params),
+            )
+        )
+        section.figures.append(
+            (
+                f"{study.name}_slices",
+                "Objective against each parameter",
+                figures.slices(done, params),
+            )
+        )
+    robust = _robustness(trials, params)
+    if robust is not None:
+        section.text.append(
+            "Robustness: each trial's policy evaluated on the held-out range of "
+            "the study's `evaluation` settings, next to its training return."
+        )
+        section.tables.append(
+            (f"{study.name}_robustness", "Training range vs held-out range", robust)
+        )
+        section.figures.append(
+            (
+                f"{study.name}_robustness",
+                "Return on the training range and on the held-out range",
+                figures.robustness(robust),
+            )
+        )
+    return section
+
+
+def _robustness(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame | None:
+    if "mean_eval_return" not in trials or trials["mean_eval_return"].isna().all():
+        return None
+    done = trials.dropna(subset=["mean_eval_return"])
+    setting = (
+        done[params].astype(str).agg(", ".join, axis=1) if params else done["number"].astype(str)
+    )
+    return pd.DataFrame(
+        {
+            "trial": done["number"],
+            "setting": setting,
+            "train_return": done["mean_final_return"],
+            "heldout_return": done["mean_eval_return"],
+        }
+    ).sort_values("heldout_return", ascending=False)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vecbench")
+    except PackageNotFoundError:
+        return "unknown"
