@@ -115,8 +115,9 @@ class _Training:
         self.wall_time_before = checkpoint["wall_time_s"]
         self.best_return = checkpoint["best_return"]
         self.final_return = checkpoint["final_return"]
-        self.env_gen.set_state(checkpoint["env_generator"])
-        self.algo_gen.set_state(checkpoint["algo_generator"])
+        # Generator states are CPU byte tensors even for CUDA generators; map_location moved them.
+        self.env_gen.set_state(checkpoint["env_generator"].cpu())
+        self.algo_gen.set_state(checkpoint["algo_generator"].cpu())
         store.truncate_metrics(self.env_steps)
 
     def run(self, store: RunStore, on_log: LogCallback | None) -> RunResult:

@@ -251,7 +251,7 @@ def _wait_for_running_trial(study_name: str, url: str, pid: int, timeout: float)
 
 @pytest.mark.parametrize("backend", ["journal", "postgres"])
 def test_kill_9_a_worker_and_the_study_still_completes(
-    backend: str, write_study, postgres_url: str, tmp_path: Path
+    backend: str, write_study, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     name = f"kill-{backend}"
     path = write_study(
@@ -269,7 +269,7 @@ def test_kill_9_a_worker_and_the_study_still_completes(
         },
     )
     loaded = load_study(path)
-    url = postgres_url if backend == "postgres" else loaded.storage_url()
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else loaded.storage_url()
     open_study(loaded, url)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "studies.worker_main", str(path), "--storage", url]
