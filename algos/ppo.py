@@ -12,6 +12,12 @@ import torch
 from torch import nn
 
 from algos.base import Algorithm
+from algos.distributed import (
+    all_reduce_mean,
+    average_gradients,
+    broadcast_parameters,
+    global_mean_std,
+)
 from algos.gae import compute_gae
 from algos.networks import Activation, CategoricalHead, GaussianHead, mlp
 from algos.rollout import RolloutStorage
@@ -105,6 +111,7 @@ class PPO(Algorithm):
                 f"got {config.num_minibatches}",
             )
         self.model = ActorCritic(config, obs_size, action_space).to(device)
+        broadcast_parameters(self.model)  # data-parallel ranks start from the same weights
         # lr lives on the device so schedules change it without a host sync or recompile.
         self.lr = torch.tensor(config.lr, device=device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr.clone(), fused=True)
@@ -203,7 +210,8 @@ class PPO(Algorithm):
 
         adv = mb["advantages"]
         if c.normalize_advantages:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            mean, std = global_mean_std(adv)  # over every rank's minibatch
+            adv = (adv - mean) / (std + 1e-8)
         log_ratio = log_probs - mb["log_probs"]
         ratio = log_ratio.exp()
         surrogate = torch.max(
@@ -219,11 +227,13 @@ class PPO(Algorithm):
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(model.parameters())
         nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
         self.optimizer.step()
 
         with torch.no_grad():
-            approx_kl = ((ratio - 1.0) - log_ratio).mean()  # k3 estimator, >= 0
+            # k3 estimator (>= 0), averaged over ranks so that every rank adapts lr alike
+            approx_kl = all_reduce_mean(((ratio - 1.0) - log_ratio).mean())
             clip_fraction = ((ratio - 1.0).abs() > c.clip_coef).float().mean()
             if c.lr_schedule == "adaptive":
                 self._adapt_lr(approx_kl)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -114,19 +115,29 @@ class EpisodeStatistics:
         self.running_length *= keep
         self.running_terms *= keep.unsqueeze(1)
 
-    def means(self) -> torch.Tensor:
-        """[2 + K] episode means (return, length, terms...) since the last reset_interval."""
-        sums = torch.cat([self.return_sum.view(1), self.length_sum.view(1), self.terms_sum])
-        fresh = sums / self.count.clamp(min=1.0)
-        return torch.where(self.count > 0, fresh, self.last_means)
+    def means(
+        self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """([2 + K] episode means (return, length, terms...), count) since the last
+        reset_interval; ``reduce`` sums the sums over data-parallel ranks."""
+        sums = torch.cat(
+            [self.count.view(1), self.return_sum.view(1), self.length_sum.view(1), self.terms_sum]
+        )
+        if reduce is not None:
+            sums = reduce(sums)
+        count = sums[0]
+        fresh = sums[1:] / count.clamp(min=1.0)
+        return torch.where(count > 0, fresh, self.last_means), count
 
-    def reset_interval(self) -> dict[str, torch.Tensor]:
+    def reset_interval(
+        self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Means and count of the interval just ended (tensors), then start a new interval."""
-        means = self.means()
+        means, count = self.means(reduce)
         out = {"episode_return": means[0], "episode_length": means[1]}
         for i, name in enumerate(self.term_names):
             out[f"reward_{name}"] = means[2 + i]
-        out["episodes"] = self.count.clone()
+        out["episodes"] = count
         self.last_means.copy_(means)
         for t in (self.count, self.return_sum, self.length_sum, self.terms_sum):
             t.zero_()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 
 class RunningMeanStd(torch.nn.Module):
@@ -20,10 +21,9 @@ class RunningMeanStd(torch.nn.Module):
 
     @torch.no_grad()
     def update(self, batch: torch.Tensor) -> None:
-        """Merge a [B, O] batch into the running statistics."""
-        batch_mean = batch.mean(0)
-        batch_var = batch.var(0, unbiased=False)
-        batch_count = batch.shape[0]
+        """Merge a [B, O] batch into the running statistics (every rank's batch, when
+        torch.distributed is initialised, so all ranks keep the same statistics)."""
+        batch_mean, batch_var, batch_count = _batch_moments(batch)
         delta = batch_mean - self.mean
         total = self.count + batch_count
         new_mean = self.mean + delta * (batch_count / total)
@@ -39,3 +39,16 @@ class RunningMeanStd(torch.nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """[B, O] -> [B, O] standardised and clipped to [-clip, clip]."""
         return ((obs - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-self.clip, self.clip)
+
+
+def _batch_moments(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mean [O], population variance [O] and count of a [B, O] batch over all ranks."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return batch.mean(0), batch.var(0, unbiased=False), float(batch.shape[0])
+    count = float(batch.shape[0] * dist.get_world_size())  # equal batches on every rank
+    total = batch.sum(0)
+    dist.all_reduce(total)
+    mean = total / count
+    squares = ((batch - mean) ** 2).sum(0)
+    dist.all_reduce(squares)
+    return mean, squares / count, count

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -135,6 +136,8 @@ def _train(args: argparse.Namespace) -> int:
         result = runner.resume(args.resume, overrides)
     else:
         result = runner.train(load_config(args.config, overrides), run_dir=args.run_dir)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports for the run
     print(
         f"final mean return {result.final_return:.1f} (best {result.best_return:.1f}) after "
         f"{result.env_steps:,} env steps in {result.wall_time_s:.1f} s "

@@ -25,11 +25,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def make_generators(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
-    """(env generator, algorithm generator) on ``device``, and the global seed for init."""
+def make_generators(
+    seed: int, device: torch.device, rank: int = 0
+) -> tuple[torch.Generator, torch.Generator]:
+    """(env generator, algorithm generator) on ``device``, and the global seed for init.
+
+    Data-parallel ranks share the init seed but draw their own envs and actions.
+    """
     torch.manual_seed(seed)  # network initialisation draws from the global generator
-    env_gen = torch.Generator(device=device).manual_seed(seed)
-    algo_gen = torch.Generator(device=device).manual_seed(seed + 1_000_003)
+    offset = 7_919 * rank
+    env_gen = torch.Generator(device=device).manual_seed(seed + offset)
+    algo_gen = torch.Generator(device=device).manual_seed(seed + 1_000_003 + offset)
     return env_gen, algo_gen
 
 

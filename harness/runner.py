@@ -17,8 +17,10 @@ from typing import Any
 
 import torch
 
+from algos.distributed import all_reduce_sum
+from harness import distributed
 from harness.config import RunConfig, config_hash
-from harness.device import device_name, make_generators, resolve_device
+from harness.device import device_name, make_generators
 from harness.errors import RunDirError
 from harness.registry import make_algo, make_env
 from harness.tracking import RunStore, WandbTracker, environment_meta
@@ -57,14 +59,20 @@ def train(
     ``context`` (e.g. a study trial's name, number and parameters) is recorded in meta.json
     and in the W&B config under ``context``.
     """
-    device = resolve_device(config.experiment.device)
-    training = _Training(config, device)  # bad settings fail here, before any file is written
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    meta = environment_meta(device, device_name(device))
-    if context:
-        meta["context"] = dict(context)
-    store = RunStore.create(run_dir, config, meta)
-    return training.run(store, on_log)
+    rank, device = distributed.setup(config.experiment.device)
+    try:
+        training = _Training(config, device, rank)  # bad settings fail before any file
+        store = None
+        if rank.main:
+            run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+            meta = environment_meta(device, device_name(device))
+            meta["world_size"] = rank.world_size
+            if context:
+                meta["context"] = dict(context)
+            store = RunStore.create(run_dir, config, meta)
+        return training.run(store, on_log)
+    finally:
+        distributed.teardown()
 
 
 def resume(
@@ -75,20 +83,31 @@ def resume(
     """Continue a run from its checkpoint (``overrides`` may raise the step budget)."""
     store = RunStore.open(Path(run_dir))
     config = store.config(overrides)
-    device = resolve_device(config.experiment.device)
-    training = _Training(config, device)
-    training.restore(store.load_checkpoint(device), store)
-    return training.run(store, on_log)
+    rank, device = distributed.setup(config.experiment.device)
+    try:
+        training = _Training(config, device, rank)
+        training.restore(store.load_checkpoint(device), store)
+        return training.run(store if rank.main else None, on_log)
+    finally:
+        distributed.teardown()
 
 
 class _Training:
-    def __init__(self, config: RunConfig, device: torch.device) -> None:
+    def __init__(
+        self, config: RunConfig, device: torch.device, rank: distributed.Rank | None = None
+    ) -> None:
         self.config = config
         self.device = device
-        self.env_gen, self.algo_gen = make_generators(config.experiment.seed, device)
+        self.rank = rank or distributed.Rank()
+        self.env_gen, self.algo_gen = make_generators(
+            config.experiment.seed, device, self.rank.rank
+        )
         self.env = make_env(config.env, device, self.env_gen)
         self.algo = make_algo(config.algo, self.env, device, self.algo_gen)
-        self.steps_per_iteration = self.algo.steps_per_update * self.env.num_envs
+        # Env steps of one iteration over all ranks (each steps env.num_envs envs).
+        self.steps_per_iteration = (
+            self.algo.steps_per_update * self.env.num_envs * self.rank.world_size
+        )
         self.total_iterations = math.ceil(
             config.experiment.total_env_steps / self.steps_per_iteration
         )
@@ -120,15 +139,21 @@ class _Training:
         self.algo_gen.set_state(checkpoint["algo_generator"].cpu())
         store.truncate_metrics(self.env_steps)
 
-    def run(self, store: RunStore, on_log: LogCallback | None) -> RunResult:
-        self.store = store
+    def run(self, store: RunStore | None, on_log: LogCallback | None) -> RunResult:
+        """Train; ``store`` is None on data-parallel ranks other than 0 (they write nothing)."""
+        self.store = store if store is not None else _NullStore()
         exp = self.config.experiment
         meta = self.store.meta()
         tracker = WandbTracker(
-            self.config, self.store.dir, meta.get("wandb_run_id"), meta.get("context")
+            self.config if store is not None else _without_tracking(self.config),
+            self.store.dir,
+            meta.get("wandb_run_id"),
+            meta.get("context"),
         )
         if tracker.run_id and meta.get("wandb_run_id") != tracker.run_id:
             self.store.write_meta({**meta, "wandb_run_id": tracker.run_id})
+        if store is None:
+            log.disabled = True  # rank 0 speaks for the run
         log.info(
             "training %s on %s (%s): %d envs, %d iterations of %d env steps -> %s",
             self.config.run_name,
@@ -202,7 +227,8 @@ class _Training:
         burn_in: tuple[float, int],
         interval: tuple[float, int],
     ) -> dict[str, float]:
-        episode = self.env.stats.reset_interval()
+        reduce = all_reduce_sum if self.rank.world_size > 1 else None
+        episode = self.env.stats.reset_interval(reduce)
         n = (
             self.iteration % self.config.experiment.log_interval
             or self.config.experiment.log_interval
@@ -255,6 +281,26 @@ class _Training:
             env_steps_per_second=self.throughput,
             gpu_memory_peak_mb=_peak_memory_mb(self.device),
         )
+
+
+class _NullStore:
+    """Where ranks other than 0 "write": nowhere."""
+
+    dir = Path(".")
+
+    def meta(self) -> dict[str, Any]:
+        return {}
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+def _without_tracking(config: RunConfig) -> RunConfig:
+    import dataclasses
+
+    return dataclasses.replace(
+        config, tracking=dataclasses.replace(config.tracking, wandb="disabled")
+    )
 
 
 def _synchronize(device: torch.device) -> None:

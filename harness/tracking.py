@@ -58,6 +58,7 @@ def environment_meta(device: torch.device, device_label: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "driver": _driver_version() if device.type == "cuda" else None,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "python": platform.python_version(),
         "host": platform.node(),
         "git_commit": git_commit(),
