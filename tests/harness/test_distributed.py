@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from algos.ppo import PPO, PPOConfig
 from envs.base import ActionSpace
 
-T, N, O = 8, 16, 4  # rollout steps, envs in all, obs size
+T, N, OBS = 8, 16, 4  # rollout steps, envs in all, obs size
 CONFIG = PPOConfig(num_steps=T, num_epochs=2, num_minibatches=1, lr_schedule="adaptive",
                    desired_kl=1e-4)
 
@@ -26,7 +26,7 @@ CONFIG = PPOConfig(num_steps=T, num_epochs=2, num_minibatches=1, lr_schedule="ad
 def synthetic_rollout() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return {
-        "obs": torch.randn(T, N, O, generator=g),
+        "obs": torch.randn(T, N, OBS, generator=g),
         "actions": torch.randint(0, 2, (T, N), generator=g),
         "log_probs": -torch.rand(T, N, generator=g),
         "values": torch.randn(T, N, generator=g),
@@ -34,7 +34,7 @@ def synthetic_rollout() -> dict[str, torch.Tensor]:
         "final_values": torch.randn(T, N, generator=g),
         "terminated": torch.rand(T, N, generator=g) < 0.1,
         "truncated": torch.rand(T, N, generator=g) < 0.05,
-        "last_obs": torch.randn(N, O, generator=g),
+        "last_obs": torch.randn(N, OBS, generator=g),
     }
 
 
@@ -43,7 +43,7 @@ def update_on(columns: slice) -> PPO:
     torch.manual_seed(0)
     data = synthetic_rollout()
     n = len(range(N)[columns])
-    ppo = PPO(CONFIG, O, ActionSpace("discrete", n=2), n, torch.device("cpu"),
+    ppo = PPO(CONFIG, OBS, ActionSpace("discrete", n=2), n, torch.device("cpu"),
               torch.Generator().manual_seed(1))
     s = ppo.storage
     for key in ("obs", "actions", "log_probs", "values", "rewards", "final_values",
@@ -84,7 +84,7 @@ def test_all_reduced_update_equals_the_single_process_update(tmp_path: Path) -> 
     moved = sum((single.model.state_dict()[k] != v).any().item()
                 for k, v in update_on(slice(0, 0 + N)).model.state_dict().items())
     assert moved == 0  # deterministic: the comparison above is not luck
-    fresh = PPO(CONFIG, O, ActionSpace("discrete", n=2), N, torch.device("cpu"),
+    fresh = PPO(CONFIG, OBS, ActionSpace("discrete", n=2), N, torch.device("cpu"),
                 torch.Generator().manual_seed(1))
     assert not torch.equal(fresh.model.actor[0].weight, single.model.actor[0].weight)
 
