@@ -12,6 +12,8 @@ import torch
 
 from algos.base import Algorithm
 from algos.ppo import PPO, PPOConfig
+from algos.sac import SAC, SACConfig
+from algos.td3 import TD3, TD3Config
 from envs.base import VecEnv
 from envs.cartpole import Cartpole, CartpoleConfig
 from harness.errors import ConfigError, FieldError
@@ -22,8 +24,8 @@ AlgoFactory = Callable[..., Algorithm]
 ENV_CONFIGS: dict[str, type] = {"cartpole": CartpoleConfig}
 ENVS: dict[str, EnvFactory] = {"cartpole": Cartpole}
 
-ALGO_CONFIGS: dict[str, type] = {"ppo": PPOConfig}
-ALGOS: dict[str, AlgoFactory] = {"ppo": PPO}
+ALGO_CONFIGS: dict[str, type] = {"ppo": PPOConfig, "sac": SACConfig, "td3": TD3Config}
+ALGOS: dict[str, AlgoFactory] = {"ppo": PPO, "sac": SAC, "td3": TD3}
 
 
 def make_env(config: Any, device: torch.device, generator: torch.Generator) -> VecEnv:

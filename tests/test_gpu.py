@@ -81,3 +81,32 @@ def test_ppo_learns_cartpole_on_cuda(tmp_path) -> None:
     )
     result = train(config, run_dir=tmp_path / "run")
     assert result.final_return >= 475, result
+
+
+@pytest.mark.parametrize("name", ["sac", "td3"])
+def test_off_policy_iteration_has_no_host_sync(name: str) -> None:
+    from harness.registry import make_algo, make_env
+
+    config = load_config(overrides=[f"algo.name={name}", "env.action_type=continuous",
+                                    "env.num_envs=4096", "algo.learning_starts=0"])
+    env = make_env(config.env, CUDA, torch.Generator(CUDA).manual_seed(0))
+    algo = make_algo(config.algo, env, CUDA, torch.Generator(CUDA).manual_seed(1))
+    obs = env.reset()
+
+    def iteration() -> dict[str, torch.Tensor]:
+        nonlocal obs
+        for _ in range(algo.steps_per_update):
+            step = env.step(algo.act(obs))
+            algo.observe(step)
+            obs = step.obs
+        return algo.update()
+
+    iteration()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            stats = iteration()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(torch.stack(list(stats.values()))).all()

@@ -19,8 +19,9 @@ from algos.ppo import PPO, PPOConfig
 from envs.base import ActionSpace
 
 T, N, OBS = 8, 16, 4  # rollout steps, envs in all, obs size
-CONFIG = PPOConfig(num_steps=T, num_epochs=2, num_minibatches=1, lr_schedule="adaptive",
-                   desired_kl=1e-4)
+CONFIG = PPOConfig(
+    num_steps=T, num_epochs=2, num_minibatches=1, lr_schedule="adaptive", desired_kl=1e-4
+)
 
 
 def synthetic_rollout() -> dict[str, torch.Tensor]:
@@ -43,11 +44,25 @@ def update_on(columns: slice) -> PPO:
     torch.manual_seed(0)
     data = synthetic_rollout()
     n = len(range(N)[columns])
-    ppo = PPO(CONFIG, OBS, ActionSpace("discrete", n=2), n, torch.device("cpu"),
-              torch.Generator().manual_seed(1))
+    ppo = PPO(
+        CONFIG,
+        OBS,
+        ActionSpace("discrete", n=2),
+        n,
+        torch.device("cpu"),
+        torch.Generator().manual_seed(1),
+    )
     s = ppo.storage
-    for key in ("obs", "actions", "log_probs", "values", "rewards", "final_values",
-                "terminated", "truncated"):
+    for key in (
+        "obs",
+        "actions",
+        "log_probs",
+        "values",
+        "rewards",
+        "final_values",
+        "terminated",
+        "truncated",
+    ):
         getattr(s, key).copy_(data[key][:, columns])
     s.step = T
     ppo.last_obs = data["last_obs"][columns]
@@ -57,8 +72,7 @@ def update_on(columns: slice) -> PPO:
 
 def _rank_main(rank: int, port: int, out: str) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=2)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         half = N // 2
         ppo = update_on(slice(rank * half, (rank + 1) * half))
@@ -81,11 +95,19 @@ def test_all_reduced_update_equals_the_single_process_update(tmp_path: Path) -> 
         for r in ranks:  # every rank holds the same weights, equal to the single process's
             torch.testing.assert_close(r["params"][name], expected, rtol=1e-5, atol=1e-6)
     assert ranks[0]["lr"].item() == single.lr.item()  # same KL everywhere -> same lr
-    moved = sum((single.model.state_dict()[k] != v).any().item()
-                for k, v in update_on(slice(0, 0 + N)).model.state_dict().items())
+    moved = sum(
+        (single.model.state_dict()[k] != v).any().item()
+        for k, v in update_on(slice(0, 0 + N)).model.state_dict().items()
+    )
     assert moved == 0  # deterministic: the comparison above is not luck
-    fresh = PPO(CONFIG, OBS, ActionSpace("discrete", n=2), N, torch.device("cpu"),
-                torch.Generator().manual_seed(1))
+    fresh = PPO(
+        CONFIG,
+        OBS,
+        ActionSpace("discrete", n=2),
+        N,
+        torch.device("cpu"),
+        torch.Generator().manual_seed(1),
+    )
     assert not torch.equal(fresh.model.actor[0].weight, single.model.actor[0].weight)
 
 
@@ -94,11 +116,28 @@ def test_two_rank_gloo_run_of_ppo_learns(tmp_path: Path) -> None:
     assert torchrun, "torchrun comes with torch"
     run_dir = tmp_path / "run"
     proc = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "harness.cli", "train",
-         "--device", "cpu", "--wandb", "disabled", "--run-dir", str(run_dir), "--set",
-         "env.num_envs=128", "experiment.total_env_steps=800000",
-         "experiment.stop_at_return=475"],
-        capture_output=True, text=True, timeout=600,
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "harness.cli",
+            "train",
+            "--device",
+            "cpu",
+            "--wandb",
+            "disabled",
+            "--run-dir",
+            str(run_dir),
+            "--set",
+            "env.num_envs=128",
+            "experiment.total_env_steps=800000",
+            "experiment.stop_at_return=475",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,0 +1,179 @@
+"""What SAC and TD3 share: the replay loop for many parallel envs (FastTD3 / Parallel
+Q-Learning style: every env step adds N transitions, each iteration takes several large-batch
+gradient steps), critics, target networks and checkpoints.
+
+Shapes: N envs, O obs size, A action size, B batch size.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from algos.base import Algorithm
+from algos.distributed import average_gradients
+from algos.networks import Activation, mlp
+from algos.replay import ReplayBuffer
+from envs.base import ActionSpace, EnvStep
+from harness.errors import FieldError
+
+
+@dataclass(frozen=True)
+class OffPolicyConfig:
+    name: str = ""
+    num_steps: int = 1  # env steps per iteration (each adds num_envs transitions)
+    updates_per_iteration: int = 2  # gradient steps per iteration (update-to-data ratio)
+    batch_size: int = 1024
+    buffer_size: int = 1_000_000  # transitions kept
+    learning_starts: int = 5_000  # env steps of random actions before learning
+    gamma: float = 0.99
+    tau: float = 0.005  # Polyak factor of the target networks
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    hidden: tuple[int, ...] = (256, 256)
+    activation: Activation = "relu"
+    max_grad_norm: float = 10.0
+
+    def __post_init__(self) -> None:
+        for key in ("num_steps", "updates_per_iteration", "batch_size", "buffer_size"):
+            if getattr(self, key) <= 0:
+                raise FieldError(key, f"must be > 0, got {getattr(self, key)}")
+        if self.learning_starts < 0:
+            raise FieldError("learning_starts", f"must be >= 0, got {self.learning_starts}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise FieldError("gamma", f"must be in [0, 1], got {self.gamma}")
+        if not 0.0 < self.tau <= 1.0:
+            raise FieldError("tau", f"must be in (0, 1], got {self.tau}")
+        for key in ("actor_lr", "critic_lr", "max_grad_norm"):
+            if getattr(self, key) <= 0:
+                raise FieldError(key, f"must be > 0, got {getattr(self, key)}")
+
+
+class TwinCritic(nn.Module):
+    """Two Q(s, a) networks; [B, O], [B, A] -> ([B], [B])."""
+
+    def __init__(self, obs_size: int, action_size: int, hidden: tuple[int, ...], act: Activation):
+        super().__init__()
+        self.q1 = mlp(obs_size + action_size, hidden, 1, act, out_gain=1.0)
+        self.q2 = mlp(obs_size + action_size, hidden, 1, act, out_gain=1.0)
+
+    def forward(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([obs, actions], dim=-1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) * target + tau * source, for every parameter."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+class OffPolicy(Algorithm):
+    def __init__(
+        self,
+        config: OffPolicyConfig,
+        obs_size: int,
+        action_space: ActionSpace,
+        num_envs: int,
+        device: torch.device,
+        generator: torch.Generator,
+    ) -> None:
+        if action_space.kind != "continuous":
+            raise FieldError(
+                "name", f"{config.name} needs continuous actions (e.g. env.action_type=continuous)"
+            )
+        if config.buffer_size < num_envs:
+            raise FieldError("buffer_size", f"must hold one step of all {num_envs} envs")
+        self.config = config
+        self.device = device
+        self.generator = generator
+        self.num_envs = num_envs
+        self.action_size = action_space.shape
+        self.steps_per_update = config.num_steps
+        self.buffer = ReplayBuffer(config.buffer_size, obs_size, self.action_size, device)
+        self.env_steps = 0  # host count of vectorised steps seen (per env)
+        self.updates = 0
+        self.last_obs: torch.Tensor | None = None
+        self._actions: torch.Tensor | None = None
+
+    @property
+    def learning(self) -> bool:
+        return self.env_steps * self.num_envs >= self.config.learning_starts
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.learning:
+            actions = self._explore(obs)
+        else:
+            actions = (
+                torch.rand(
+                    obs.shape[0], self.action_size, device=self.device, generator=self.generator
+                )
+                * 2.0
+                - 1.0
+            )
+        self.last_obs, self._actions = obs, actions
+        return actions
+
+    @torch.no_grad()
+    def observe(self, step: EnvStep) -> None:
+        assert self.last_obs is not None and self._actions is not None
+        # Time-outs bootstrap from final_obs; only terminations cut the return.
+        self.buffer.add(
+            self.last_obs, self._actions, step.reward, step.info["final_obs"], step.terminated
+        )
+        self.env_steps += 1
+
+    def update(self) -> dict[str, torch.Tensor]:
+        if not self.learning:
+            return {}
+        totals: dict[str, torch.Tensor] = {}
+        for _ in range(self.config.updates_per_iteration):
+            batch = self.buffer.sample(self.config.batch_size, self.generator)
+            stats = self._update_step(batch)
+            self.updates += 1
+            for key, value in stats.items():
+                totals[key] = totals[key] + value if key in totals else value
+        n = self.config.updates_per_iteration
+        return {k: v / n for k, v in totals.items()}
+
+    def _step(
+        self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module
+    ) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(module.parameters())
+        nn.utils.clip_grad_norm_(module.parameters(), self.config.max_grad_norm)
+        optimizer.step()
+
+    @abstractmethod
+    def _explore(self, obs: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _update_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def _modules(self) -> dict[str, Any]:
+        """Everything a checkpoint holds: modules, optimisers and tensors by name."""
+
+    def state_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, obj in self._modules().items():
+            out[name] = obj.state_dict() if hasattr(obj, "state_dict") else obj.clone()
+        out["counters"] = {"env_steps": self.env_steps, "updates": self.updates}
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, obj in self._modules().items():
+            if hasattr(obj, "load_state_dict"):
+                obj.load_state_dict(state[name])
+            else:
+                obj.copy_(state[name])
+        self.env_steps = state["counters"]["env_steps"]
+        self.updates = state["counters"]["updates"]

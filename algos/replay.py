@@ -1,0 +1,61 @@
+"""A ring replay buffer of [capacity, ...] tensors on the device, for off-policy algorithms.
+
+Inserts N transitions per env step in one vectorised write; samples uniformly. The write
+position and fill level are host integers known without reading the device, so neither
+insert nor sample waits on the GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class ReplayBuffer:
+    def __init__(
+        self, capacity: int, obs_size: int, action_size: int, device: torch.device
+    ) -> None:
+        c = capacity
+        self.capacity = capacity
+        self.device = device
+        self.obs = torch.zeros(c, obs_size, device=device)  # [C, O]
+        self.actions = torch.zeros(c, action_size, device=device)  # [C, A]
+        self.rewards = torch.zeros(c, device=device)  # [C]
+        self.next_obs = torch.zeros(c, obs_size, device=device)  # [C, O] (final_obs at ends)
+        self.terminated = torch.zeros(c, device=device)  # [C] 1.0: no bootstrap
+        self.position = 0  # next row to write
+        self.size = 0  # rows holding data
+
+    def add(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+    ) -> None:
+        """N transitions: obs [N, O], actions [N, A], rewards [N], next_obs [N, O] (the
+        observation the action led to, before any reset), terminated [N] bool."""
+        n = obs.shape[0]
+        if n > self.capacity:
+            raise ValueError(f"cannot insert {n} transitions into a buffer of {self.capacity}")
+        rows = (self.position + torch.arange(n, device=self.device)) % self.capacity  # [N]
+        self.obs[rows] = obs
+        self.actions[rows] = actions
+        self.rewards[rows] = rewards
+        self.next_obs[rows] = next_obs
+        self.terminated[rows] = terminated.to(self.terminated.dtype)
+        self.position = (self.position + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """A uniform batch (with replacement) of the stored transitions, each [B, ...]."""
+        if self.size == 0:
+            raise RuntimeError("sampling from an empty replay buffer")
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=generator)
+        return {
+            "obs": self.obs[idx],
+            "actions": self.actions[idx],
+            "rewards": self.rewards[idx],
+            "next_obs": self.next_obs[idx],
+            "terminated": self.terminated[idx],
+        }

@@ -1,0 +1,107 @@
+"""TD3: twin critics, target policy smoothing and delayed actor updates (Fujimoto et al.,
+2018), with Gaussian exploration noise, for many parallel envs."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from algos.networks import mlp
+from algos.offpolicy import OffPolicy, OffPolicyConfig, TwinCritic, soft_update
+from envs.base import ActionSpace
+from harness.errors import FieldError
+
+
+@dataclass(frozen=True)
+class TD3Config(OffPolicyConfig):
+    name: str = "td3"
+    exploration_noise: float = 0.1  # std of the action noise while collecting
+    policy_noise: float = 0.2  # std of the target policy smoothing noise
+    noise_clip: float = 0.5
+    policy_delay: int = 2  # critic updates per actor (and target) update
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.policy_delay <= 0:
+            raise FieldError("policy_delay", f"must be > 0, got {self.policy_delay}")
+        for key in ("exploration_noise", "policy_noise", "noise_clip"):
+            if getattr(self, key) < 0:
+                raise FieldError(key, f"must be >= 0, got {getattr(self, key)}")
+
+
+class TD3(OffPolicy):
+    def __init__(
+        self,
+        config: TD3Config,
+        obs_size: int,
+        action_space: ActionSpace,
+        num_envs: int,
+        device: torch.device,
+        generator: torch.Generator,
+    ) -> None:
+        super().__init__(config, obs_size, action_space, num_envs, device, generator)
+        self.config: TD3Config = config
+        a = self.action_size
+        self.actor = torch.nn.Sequential(
+            mlp(obs_size, config.hidden, a, config.activation, out_gain=0.01), torch.nn.Tanh()
+        ).to(device)
+        self.actor_target = copy.deepcopy(self.actor)
+        self.critic = TwinCritic(obs_size, a, config.hidden, config.activation).to(device)
+        self.critic_target = copy.deepcopy(self.critic)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.actor_updates = 0
+        self._last_actor_loss = torch.zeros((), device=device)
+
+    def _noise(self, shape: torch.Size, std: float) -> torch.Tensor:
+        return torch.randn(shape, device=self.device, generator=self.generator) * std
+
+    def _explore(self, obs: torch.Tensor) -> torch.Tensor:
+        action = self.actor(obs)
+        return (action + self._noise(action.shape, self.config.exploration_noise)).clamp(-1, 1)
+
+    @torch.no_grad()
+    def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self._explore(obs) if not deterministic else self.actor(obs)
+
+    def _update_step(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        c = self.config
+        with torch.no_grad():
+            next_action = self.actor_target(b["next_obs"])
+            smoothing = self._noise(next_action.shape, c.policy_noise).clamp(
+                -c.noise_clip, c.noise_clip
+            )
+            next_action = (next_action + smoothing).clamp(-1.0, 1.0)
+            q1_t, q2_t = self.critic_target(b["next_obs"], next_action)
+            target = b["rewards"] + c.gamma * (1.0 - b["terminated"]) * torch.min(q1_t, q2_t)
+        q1, q2 = self.critic(b["obs"], b["actions"])
+        critic_loss = ((q1 - target) ** 2).mean() + ((q2 - target) ** 2).mean()
+        self._step(self.critic_opt, critic_loss, self.critic)
+
+        # self.updates counts finished steps; the actor moves on every policy_delay-th one.
+        if (self.updates + 1) % c.policy_delay == 0:
+            q1_pi, _ = self.critic(b["obs"], self.actor(b["obs"]))
+            actor_loss = -q1_pi.mean()
+            self._step(self.actor_opt, actor_loss, self.actor)
+            soft_update(self.actor_target, self.actor, c.tau)
+            soft_update(self.critic_target, self.critic, c.tau)
+            self.actor_updates += 1
+            self._last_actor_loss = actor_loss.detach()
+        return {
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": self._last_actor_loss,
+            "q_mean": q1.detach().mean(),
+        }
+
+    def _modules(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor,
+            "actor_target": self.actor_target,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "actor_opt": self.actor_opt,
+            "critic_opt": self.critic_opt,
+        }

@@ -1,0 +1,158 @@
+"""Replay buffer, SAC and TD3 mechanics (their learning is not tuned yet: see the README)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from algos.offpolicy import TwinCritic, soft_update
+from algos.replay import ReplayBuffer
+from algos.sac import SAC, SACConfig
+from algos.td3 import TD3, TD3Config
+from envs.cartpole import Cartpole, CartpoleConfig
+from harness.config import load_config
+from harness.errors import ConfigError
+from harness.registry import make_algo, make_env
+
+CPU = torch.device("cpu")
+
+
+def test_buffer_wraps_around_and_keeps_the_newest() -> None:
+    buf = ReplayBuffer(capacity=10, obs_size=1, action_size=1, device=CPU)
+    for step in range(4):  # 4 inserts of 3 transitions: 12 > 10, the oldest 2 are gone
+        values = torch.arange(3, dtype=torch.float32) + 3 * step  # 0..11
+        buf.add(values[:, None], values[:, None], values, values[:, None], values > 100)
+    assert buf.size == 10 and buf.position == 2
+    assert sorted(buf.rewards.tolist()) == [float(v) for v in range(2, 12)]
+    assert buf.rewards[0] == 10.0 and buf.rewards[1] == 11.0  # wrapped into rows 0 and 1
+    torch.testing.assert_close(buf.obs[:, 0], buf.rewards)  # rows stay aligned
+
+
+def test_buffer_samples_uniformly_from_what_it_holds() -> None:
+    buf = ReplayBuffer(capacity=100, obs_size=1, action_size=1, device=CPU)
+    values = torch.arange(40, dtype=torch.float32)
+    buf.add(values[:, None], values[:, None], values, values[:, None], values < 0)
+    batch = buf.sample(40_000, torch.Generator().manual_seed(0))
+    counts = torch.bincount(batch["rewards"].long(), minlength=40).float()
+    assert counts.shape == (40,) and counts.min() > 0  # never beyond size, every row drawn
+    assert (counts / 1000).sub(1).abs().max() < 0.2  # ~1000 each
+    with pytest.raises(RuntimeError, match="empty"):
+        ReplayBuffer(4, 1, 1, CPU).sample(1, torch.Generator())
+
+
+def test_soft_update_is_polyak_averaging() -> None:
+    torch.manual_seed(0)
+    source, target = TwinCritic(3, 1, (8,), "relu"), TwinCritic(3, 1, (8,), "relu")
+    before = [p.clone() for p in target.parameters()]
+    soft_update(target, source, 0.25)
+    for t, b, s in zip(target.parameters(), before, source.parameters(), strict=True):
+        torch.testing.assert_close(t, 0.75 * b + 0.25 * s)
+
+
+def make(cls, config, n: int = 8):
+    env = Cartpole(
+        CartpoleConfig(num_envs=n, action_type="continuous"), CPU, torch.Generator().manual_seed(0)
+    )
+    algo = cls(config, 4, env.action_space, n, CPU, torch.Generator().manual_seed(1))
+    obs = env.reset()
+    for _ in range(20):
+        step = env.step(algo.act(obs))
+        algo.observe(step)
+        obs = step.obs
+    return algo
+
+
+def test_sac_temperature_moves_toward_the_target_entropy() -> None:
+    # Entropy above the target (-A = -1 for a fresh, wide policy): alpha must fall.
+    sac = make(
+        SAC,
+        SACConfig(
+            batch_size=64, hidden=(16,), learning_starts=0, alpha_lr=1e-2, updates_per_iteration=20
+        ),
+    )
+    start = sac.log_alpha.exp().item()
+    stats = sac.update()
+    assert stats["entropy"].item() > -1.0
+    assert sac.log_alpha.exp().item() < start
+    # A target above the policy's entropy makes alpha rise instead.
+    sac = make(
+        SAC,
+        SACConfig(
+            batch_size=64,
+            hidden=(16,),
+            learning_starts=0,
+            alpha_lr=1e-2,
+            updates_per_iteration=20,
+            target_entropy=5.0,
+        ),
+    )
+    sac.update()
+    assert sac.log_alpha.exp().item() > start
+
+
+def test_td3_updates_the_actor_every_policy_delay_steps() -> None:
+    td3 = make(
+        TD3,
+        TD3Config(
+            batch_size=32, hidden=(16,), learning_starts=0, policy_delay=3, updates_per_iteration=7
+        ),
+    )
+    actor_before = [p.clone() for p in td3.actor.parameters()]
+    critic_before = [p.clone() for p in td3.critic.parameters()]
+    td3.update()
+    assert td3.updates == 7 and td3.actor_updates == 2  # after updates 3 and 6
+    assert all(
+        not torch.equal(a, b) for a, b in zip(critic_before, td3.critic.parameters(), strict=True)
+    )
+    assert any(
+        not torch.equal(a, b) for a, b in zip(actor_before, td3.actor.parameters(), strict=True)
+    )
+    td3 = make(
+        TD3,
+        TD3Config(
+            batch_size=32, hidden=(16,), learning_starts=0, policy_delay=3, updates_per_iteration=2
+        ),
+    )
+    actor_before = [p.clone() for p in td3.actor.parameters()]
+    td3.update()
+    assert td3.actor_updates == 0
+    assert all(torch.equal(a, b) for a, b in zip(actor_before, td3.actor.parameters(), strict=True))
+
+
+def test_random_actions_until_learning_starts_and_no_update_before() -> None:
+    sac = make(SAC, SACConfig(batch_size=16, hidden=(16,), learning_starts=10_000))
+    assert not sac.learning and sac.update() == {}
+    assert sac.buffer.size == 20 * 8
+
+
+@pytest.mark.parametrize("name", ["sac", "td3"])
+def test_off_policy_needs_continuous_actions(name: str) -> None:
+    config = load_config(overrides=[f"algo.name={name}"])
+    env = make_env(config.env, CPU, torch.Generator())
+    with pytest.raises(ConfigError, match=f"algo.name {name} needs continuous actions"):
+        make_algo(config.algo, env, CPU, torch.Generator())
+
+
+@pytest.mark.parametrize("name", ["sac", "td3"])
+def test_off_policy_runs_through_the_runner_and_resumes(name: str, tmp_path) -> None:
+    from harness.runner import resume, train
+
+    config = load_config(
+        overrides=[
+            f"algo.name={name}",
+            "env.action_type=continuous",
+            "env.num_envs=16",
+            "algo.batch_size=32",
+            "algo.hidden=[16]",
+            "algo.learning_starts=256",
+            "experiment.total_env_steps=1024",
+            "experiment.log_interval=16",
+            "tracking.wandb=disabled",
+        ]
+    )
+    result = train(config, run_dir=tmp_path / "run")
+    assert result.env_steps == 1024
+    metrics = (tmp_path / "run" / "metrics.csv").read_text()
+    assert "critic_loss" in metrics.splitlines()[0]
+    again = resume(tmp_path / "run", ["experiment.total_env_steps=2048"])
+    assert again.env_steps == 2048
