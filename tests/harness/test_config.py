@@ -53,7 +53,7 @@ def test_round_trip_through_plain_dict() -> None:
         (["algo.clip_value_loss=1"], "--set: algo.clip_value_loss must be true or false, got 1"),
         (["algo.lr_schedule=cosine"], "--set: algo.lr_schedule must be one of 'fixed', 'linear'"),
         (["env.name=hopper"], "--set: env.name 'hopper' is not registered (known: cartpole)"),
-        (["algo.name=dqn"], "--set: algo.name 'dqn' is not registered (known: ppo)"),
+        (["algo.name=dqn"], "--set: algo.name 'dqn' is not registered (known: ppo, sac, td3)"),
         (
             ["env.randomization.wheels={low: 1, high: 2}"],
             "--set: env.randomization.wheels is not a parameter of cartpole",
