@@ -19,6 +19,8 @@ import torch
 
 from algos.distributed import all_reduce_sum
 from harness import distributed
+from algos.base import Algorithm
+from envs.base import VecEnv
 from harness.config import RunConfig, config_hash
 from harness.device import device_name, make_generators
 from harness.errors import RunDirError
@@ -90,6 +92,16 @@ def resume(
         return training.run(store if rank.main else None, on_log)
     finally:
         distributed.teardown()
+
+
+def collect(env: VecEnv, algo: Algorithm, obs: torch.Tensor) -> torch.Tensor:
+    """One iteration's experience: ``algo.steps_per_update`` act -> step -> observe; the
+    observation to continue from."""
+    for _ in range(algo.steps_per_update):
+        step = env.step(algo.act(obs))
+        algo.observe(step)
+        obs = step.obs
+    return obs
 
 
 class _Training:
@@ -214,11 +226,7 @@ class _Training:
         return result
 
     def _collect(self, obs: torch.Tensor) -> torch.Tensor:
-        for _ in range(self.algo.steps_per_update):
-            step = self.env.step(self.algo.act(obs))
-            self.algo.observe(step)
-            obs = step.obs
-        return obs
+        return collect(self.env, self.algo, obs)
 
     def _log_row(
         self,

@@ -9,7 +9,7 @@ from algos.ppo import PPO, PPOConfig
 from envs.cartpole import Cartpole, CartpoleConfig
 from envs.randomization import ParamRange
 from harness.config import load_config
-from harness.runner import train
+from harness.runner import collect, train
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -33,10 +33,7 @@ def test_ppo_iteration_has_no_host_sync(action_type: str) -> None:
 
     def iteration() -> dict[str, torch.Tensor]:
         nonlocal obs
-        for _ in range(ppo.steps_per_update):
-            step = env.step(ppo.act(obs))
-            ppo.observe(step)
-            obs = step.obs
+        obs = collect(env, ppo, obs)
         stats = ppo.update()
         env.stats.reset_interval()
         return stats
@@ -87,18 +84,21 @@ def test_ppo_learns_cartpole_on_cuda(tmp_path) -> None:
 def test_off_policy_iteration_has_no_host_sync(name: str) -> None:
     from harness.registry import make_algo, make_env
 
-    config = load_config(overrides=[f"algo.name={name}", "env.action_type=continuous",
-                                    "env.num_envs=4096", "algo.learning_starts=0"])
+    config = load_config(
+        overrides=[
+            f"algo.name={name}",
+            "env.action_type=continuous",
+            "env.num_envs=4096",
+            "algo.learning_starts=0",
+        ]
+    )
     env = make_env(config.env, CUDA, torch.Generator(CUDA).manual_seed(0))
     algo = make_algo(config.algo, env, CUDA, torch.Generator(CUDA).manual_seed(1))
     obs = env.reset()
 
     def iteration() -> dict[str, torch.Tensor]:
         nonlocal obs
-        for _ in range(algo.steps_per_update):
-            step = env.step(algo.act(obs))
-            algo.observe(step)
-            obs = step.obs
+        obs = collect(env, algo, obs)
         return algo.update()
 
     iteration()

@@ -11,7 +11,7 @@ import torch
 from algos.ppo import PPO, PPOConfig
 from envs.cartpole import Cartpole, CartpoleConfig
 from harness.config import load_config
-from harness.runner import train
+from harness.runner import collect, train
 
 TIMING = ["wall_time_s", "env_steps_per_second", "interval_env_steps_per_second"]
 
@@ -70,11 +70,7 @@ def make_ppo(**kwargs) -> tuple[PPO, Cartpole]:
 
 
 def rollout_and_update(ppo: PPO, env: Cartpole) -> dict[str, torch.Tensor]:
-    obs = env.reset()
-    for _ in range(ppo.steps_per_update):
-        step = env.step(ppo.act(obs))
-        ppo.observe(step)
-        obs = step.obs
+    collect(env, ppo, env.reset())
     return ppo.update()
 
 

@@ -11,6 +11,7 @@ import torch
 
 from algos.ppo import PPO, PPOConfig
 from envs.cartpole import Cartpole, CartpoleConfig
+from harness.runner import collect
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -54,10 +55,7 @@ def test_ppo_update(benchmark, device_name: str) -> None:
 
     def rollout_and_update() -> dict[str, torch.Tensor]:
         nonlocal obs
-        for _ in range(ppo.steps_per_update):
-            step = env.step(ppo.act(obs))
-            ppo.observe(step)
-            obs = step.obs
+        obs = collect(env, ppo, obs)
         stats = ppo.update()
         sync(device)
         return stats
