@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from algos.distributed import all_reduce_sum
-from harness import distributed
 from algos.base import Algorithm
+from algos.distributed import all_reduce_sum
 from envs.base import VecEnv
+from harness import distributed
 from harness.config import RunConfig, config_hash
 from harness.device import device_name, make_generators
 from harness.errors import RunDirError
