@@ -22,6 +22,7 @@ class ReplayBuffer:
         self.rewards = torch.zeros(c, device=device)  # [C]
         self.next_obs = torch.zeros(c, obs_size, device=device)  # [C, O] (final_obs at ends)
         self.terminated = torch.zeros(c, device=device)  # [C] 1.0: no bootstrap
+        self._offsets = torch.arange(0, device=device)  # [N] 0..N-1, grown on first insert
         self.position = 0  # next row to write
         self.size = 0  # rows holding data
 
@@ -38,7 +39,9 @@ class ReplayBuffer:
         n = obs.shape[0]
         if n > self.capacity:
             raise ValueError(f"cannot insert {n} transitions into a buffer of {self.capacity}")
-        rows = (self.position + torch.arange(n, device=self.device)) % self.capacity  # [N]
+        if self._offsets.numel() != n:
+            self._offsets = torch.arange(n, device=self.device)  # once per batch size
+        rows = (self.position + self._offsets) % self.capacity  # [N]
         self.obs[rows] = obs
         self.actions[rows] = actions
         self.rewards[rows] = rewards

@@ -31,14 +31,7 @@ def _parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one run (PPO on cartpole by default)")
     train.add_argument("--config", type=Path, help="YAML file overriding the defaults")
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values, e.g. algo.lr=1e-3 env.num_envs=4096",
-    )
+    _add_set(train, "override config values, e.g. algo.lr=1e-3 env.num_envs=4096")
     train.add_argument("--device", help="auto, cpu, cuda or cuda:K (experiment.device)")
     train.add_argument("--wandb", choices=["offline", "online", "disabled"], help="W&B mode")
     train.add_argument("--run-dir", type=Path, help="where to write the run (default: runs/...)")
@@ -50,19 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=100)
     ev.add_argument("--stochastic", action="store_true", help="sample actions, not the mode")
     ev.add_argument("--device", help="device to evaluate on (default: the run's)")
-    ev.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change the env, e.g. a wider randomisation range",
-    )
+    _add_set(ev, "change the env, e.g. a wider randomisation range")
     ev.set_defaults(func=_eval)
 
     bench = sub.add_parser("bench", help="throughput: env-only, env + inference, training")
     bench.add_argument("--config", type=Path, help="YAML file overriding the defaults")
-    bench.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
+    _add_set(bench, "override config values")
     bench.add_argument("--device", help="auto, cpu, cuda or cuda:K")
     bench.add_argument("--num-envs", type=int, nargs="+", default=[256, 1024, 4096])
     bench.add_argument(
@@ -118,15 +104,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_set(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument(
+        "--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """--set values, plus --device and --wandb where the command has them."""
+    overrides = list(args.overrides)
+    if getattr(args, "device", None):
+        overrides.append(f"experiment.device={args.device}")
+    if getattr(args, "wandb", None):
+        overrides.append(f"tracking.wandb={args.wandb}")
+    return overrides
+
+
 def _train(args: argparse.Namespace) -> int:
     from harness import runner
     from harness.config import load_config
 
-    overrides = list(args.overrides)
-    if args.device:
-        overrides.append(f"experiment.device={args.device}")
-    if args.wandb:
-        overrides.append(f"tracking.wandb={args.wandb}")
+    overrides = _overrides(args)
     if args.resume is not None:
         if args.config is not None or args.run_dir is not None:
             raise VecbenchError(
@@ -198,10 +196,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     if any(n <= 0 for n in args.num_envs) or args.steps <= 0 or args.train_iterations <= 0:
         raise VecbenchError("--num-envs, --steps and --train-iterations must be > 0")
-    overrides = list(args.overrides)
-    if args.device:
-        overrides.append(f"experiment.device={args.device}")
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, _overrides(args))
     rows = run_bench(config, args.num_envs, tuple(args.modes), args.steps, args.train_iterations)
     if args.output is not None:
         write_results(rows, args.output)

@@ -299,8 +299,17 @@ class _NullStore:
     def meta(self) -> dict[str, Any]:
         return {}
 
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        pass
+
+    def append_metrics(self, row: Mapping[str, float | int]) -> None:
+        pass
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        pass
 
 
 def _without_tracking(config: RunConfig) -> RunConfig:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import yaml
 
-from harness.config import RunConfig, config_from_dict, config_hash, to_dict
+from harness.config import RunConfig, apply_override, config_from_dict, config_hash, to_dict
 from harness.errors import ConfigError, RunDirError
 
 CONFIG_FILE = "config.yaml"
@@ -112,8 +112,6 @@ class RunStore:
         return store
 
     def config(self, overrides: list[str] | None = None) -> RunConfig:
-        from harness.config import apply_override
-
         path = self.dir / CONFIG_FILE
         try:
             data = yaml.safe_load(path.read_text())

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from harness.errors import ConfigError
 from studies.engine import Worker, budget, budget_used, open_study
-from studies.spec import LoadedStudy, load_study
+from studies.spec import LoadedStudy
 
 log = logging.getLogger("vecbench")
 
@@ -130,6 +130,3 @@ def study_status(loaded: LoadedStudy, storage_url: str | None = None) -> str:
         shown = table.drop(columns=["trial_dir"])
         lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return "\n".join(lines)
-
-
-__all__ = ["load_study", "run_study", "study_status", "trials_table"]

@@ -62,32 +62,27 @@ def test_params_reach_the_training_config_and_runs_are_recorded(write_study) -> 
         assert trial.value == pytest.approx(sum(finals) / 2)  # mean over seeds
 
 
+CONDITIONAL = {
+    "algo.lr_schedule": {"type": "categorical", "choices": ["fixed", "adaptive"]},
+    "algo.desired_kl": {
+        "type": "float",
+        "low": 0.001,
+        "high": 0.02,
+        "when": {"algo.lr_schedule": ["adaptive"]},
+    },
+}
+
+
 def test_conditional_parameter_only_when_its_condition_holds(write_study) -> None:
     path = write_study(
-        space={
-            "algo.lr_schedule": {"type": "categorical", "choices": ["fixed", "adaptive"]},
-            "algo.desired_kl": {
-                "type": "float",
-                "low": 0.001,
-                "high": 0.02,
-                "when": {"algo.lr_schedule": ["adaptive"]},
-            },
-        },
+        space=CONDITIONAL,
         sampler={"name": "grid"},
     )
     # grid needs categorical: the conditional float makes it invalid; use random instead
     with pytest.raises(Exception, match="must be categorical for the grid sampler"):
         load_study(path)
     path = write_study(
-        space={
-            "algo.lr_schedule": {"type": "categorical", "choices": ["fixed", "adaptive"]},
-            "algo.desired_kl": {
-                "type": "float",
-                "low": 0.001,
-                "high": 0.02,
-                "when": {"algo.lr_schedule": ["adaptive"]},
-            },
-        },
+        space=CONDITIONAL,
         sampler={"name": "random", "seed": 0},
         n_trials=4,
         config={
