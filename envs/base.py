@@ -40,7 +40,8 @@ class EnvStep:
     reward: [N] f32.
     terminated: [N] bool, the task ended (no bootstrap).
     truncated: [N] bool, the time limit ended it (bootstrap from ``info["final_obs"]``).
-    info: ``final_obs`` [N, O] (the observation before any reset), plus task extras.
+    info: ``final_obs`` [N, O] (the observation before any reset); ``final_metrics``
+        [N, F] (the task's ``final_metrics`` of that state, for tasks that have some).
     """
 
     obs: torch.Tensor
@@ -83,12 +84,22 @@ class EnvConfig:
 class EpisodeStatistics:
     """Device-side accumulators of finished episodes, read once per log interval.
 
-    Every update is a tensor op, so stepping never waits on the GPU.
+    Besides the return, length and per-term sums, a task may report ``final`` metrics, each
+    read once from the episode's last state (e.g. ``success``); their episode means are
+    logged under their own names. Every update is a tensor op, so stepping never waits on
+    the GPU.
     """
 
-    def __init__(self, num_envs: int, term_names: list[str], device: torch.device) -> None:
+    def __init__(
+        self,
+        num_envs: int,
+        term_names: list[str],
+        device: torch.device,
+        final_names: list[str] | None = None,
+    ) -> None:
         self.term_names = term_names
-        k = len(term_names)
+        self.final_names = final_names or []
+        k = len(term_names) + len(self.final_names)
         self.running_return = torch.zeros(num_envs, device=device)  # [N]
         self.running_length = torch.zeros(num_envs, device=device)  # [N]
         self.running_terms = torch.zeros(num_envs, k, device=device)  # [N, K]
@@ -100,11 +111,22 @@ class EpisodeStatistics:
         # Last interval's means, kept when an interval finishes no episode.
         self.last_means = torch.full((2 + k,), math.nan, device=device)  # [2 + K]
 
-    def record(self, reward: torch.Tensor, terms: torch.Tensor, done: torch.Tensor) -> None:
-        """reward [N], terms [N, K], done [N] bool."""
+    def record(
+        self,
+        reward: torch.Tensor,
+        terms: torch.Tensor,
+        done: torch.Tensor,
+        final: torch.Tensor | None = None,
+    ) -> None:
+        """reward [N], terms [N, K], done [N] bool, final [N, F] metrics of the state now."""
         self.running_return += reward
         self.running_length += 1.0
-        self.running_terms += terms
+        if final is None:
+            self.running_terms += terms
+        else:  # a final metric's "sum" is its value at the episode's end
+            f = final.shape[1]
+            self.running_terms[:, :-f] += terms
+            self.running_terms[:, -f:] = final
         finished = done.to(reward.dtype)  # [N]
         self.count += finished.sum()
         self.return_sum += (self.running_return * finished).sum()
@@ -137,6 +159,8 @@ class EpisodeStatistics:
         out = {"episode_return": means[0], "episode_length": means[1]}
         for i, name in enumerate(self.term_names):
             out[f"reward_{name}"] = means[2 + i]
+        for i, name in enumerate(self.final_names):
+            out[name] = means[2 + len(self.term_names) + i]
         out["episodes"] = count
         self.last_means.copy_(means)
         for t in (self.count, self.return_sum, self.length_sum, self.terms_sum):
@@ -155,6 +179,7 @@ class VecEnv(ABC):
     observation_size: int
     action_space: ActionSpace
     reward_terms: tuple[str, ...]
+    final_metrics: tuple[str, ...] = ()  # read from each episode's last state
 
     def __init__(
         self,
@@ -170,7 +195,7 @@ class VecEnv(ABC):
         n = self.num_envs
         self.params = self.randomizer.sample(n)  # name -> [N] f32
         self.episode_step = torch.zeros(n, dtype=torch.int32, device=device)  # [N]
-        self.stats = EpisodeStatistics(n, list(self.reward_terms), device)
+        self.stats = EpisodeStatistics(n, list(self.reward_terms), device, list(self.final_metrics))
 
     # Task hooks -------------------------------------------------------------------------
 
@@ -189,6 +214,10 @@ class VecEnv(ABC):
     @abstractmethod
     def _observe(self) -> torch.Tensor:
         """[N, O] f32 observation of the current state."""
+
+    def _final_values(self) -> torch.Tensor | None:
+        """[N, F] values of ``final_metrics`` in the current state (tasks that have some)."""
+        return None
 
     # Contract ---------------------------------------------------------------------------
 
@@ -210,11 +239,15 @@ class VecEnv(ABC):
 
         term_stack = torch.stack([terms[name] for name in self.reward_terms], dim=1)  # [N, K]
         reward = term_stack.sum(1)
-        self.stats.record(reward, term_stack, done)
+        final = self._final_values()
+        self.stats.record(reward, term_stack, done, final)
+        info = {"final_obs": final_obs}
+        if final is not None:
+            info["final_metrics"] = final
 
         self._reset_where(done)
         obs = self._observe()
-        return EnvStep(obs, reward, terminated, truncated, {"final_obs": final_obs})
+        return EnvStep(obs, reward, terminated, truncated, info)
 
     def _reset_where(self, done: torch.Tensor) -> None:
         """Branch-free reset of the envs where done [N] is True."""

@@ -153,6 +153,7 @@ def _eval(args: argparse.Namespace) -> int:
     print(
         f"mean return {result.mean_return:.1f} +- {result.std_return:.1f} "
         f"(mean length {result.mean_length:.1f}) over {result.episodes} episodes"
+        + "".join(f", {name} {value:.3f}" for name, value in result.metrics.items())
     )
     return 0
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,6 +19,8 @@ class EvalResult:
     std_return: float
     mean_length: float
     episodes: int
+    # The task's final metrics (e.g. success), mean over the same episodes.
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate(
@@ -50,15 +52,20 @@ def evaluate(
     returns = torch.zeros(episodes, device=dev)  # [E]
     lengths = torch.zeros(episodes, device=dev)  # [E]
     running = torch.ones(episodes, dtype=torch.bool, device=dev)  # [E] first episode not over
+    finals = torch.zeros(episodes, len(env.final_metrics), device=dev)  # [E, F]
     for _ in range(env_config.max_episode_steps):
         step = env.step(algo.policy(obs, deterministic))
         returns += step.reward * running
         lengths += running.float()
-        running &= ~(step.terminated | step.truncated)
+        ended = running & (step.terminated | step.truncated)
+        if env.final_metrics:
+            finals = torch.where(ended[:, None], step.info["final_metrics"], finals)
+        running &= ~ended
         obs = step.obs
     return EvalResult(
         mean_return=returns.mean().item(),
         std_return=returns.std().item() if episodes > 1 else 0.0,
         mean_length=lengths.mean().item(),
         episodes=episodes,
+        metrics=dict(zip(env.final_metrics, finals.mean(0).tolist(), strict=True)),
     )

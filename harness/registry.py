@@ -14,6 +14,7 @@ from algos.base import Algorithm
 from algos.ppo import PPO, PPOConfig
 from algos.sac import SAC, SACConfig
 from algos.td3 import TD3, TD3Config
+from envs.arm import Arm, ArmConfig
 from envs.base import VecEnv
 from envs.cartpole import Cartpole, CartpoleConfig
 from harness.errors import ConfigError, FieldError
@@ -21,8 +22,8 @@ from harness.errors import ConfigError, FieldError
 EnvFactory = Callable[[Any, torch.device, torch.Generator], VecEnv]
 AlgoFactory = Callable[..., Algorithm]
 
-ENV_CONFIGS: dict[str, type] = {"cartpole": CartpoleConfig}
-ENVS: dict[str, EnvFactory] = {"cartpole": Cartpole}
+ENV_CONFIGS: dict[str, type] = {"cartpole": CartpoleConfig, "arm": ArmConfig}
+ENVS: dict[str, EnvFactory] = {"cartpole": Cartpole, "arm": Arm}
 
 ALGO_CONFIGS: dict[str, type] = {"ppo": PPOConfig, "sac": SACConfig, "td3": TD3Config}
 ALGOS: dict[str, AlgoFactory] = {"ppo": PPO, "sac": SAC, "td3": TD3}

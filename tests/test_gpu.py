@@ -110,3 +110,39 @@ def test_off_policy_iteration_has_no_host_sync(name: str) -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(torch.stack(list(stats.values()))).all()
+
+
+def test_arm_step_on_cuda_equals_cpu_and_has_no_host_sync() -> None:
+    from envs.arm import Arm, ArmConfig
+
+    n = 4096
+    randomization = {
+        "link_mass": ParamRange(0.8, 1.5),
+        "joint_friction": ParamRange(0.5, 2.0),
+        "obs_noise": ParamRange(0.0, 0.0),
+    }
+    g = torch.Generator().manual_seed(0)
+    q = torch.rand(n, 4, generator=g) * 3 - 1.5
+    qd = torch.randn(n, 4, generator=g) * 2
+    actions = torch.rand(n, 4, generator=g) * 2 - 1
+    out = {}
+    for device in (torch.device("cpu"), CUDA):
+        env = Arm(
+            ArmConfig(num_envs=n, randomization=randomization), device, torch.Generator(device)
+        )
+        env.reset()
+        env.params = {k: v.cpu().to(device) for k, v in out.get("params", env.params).items()}
+        out.setdefault("params", env.params)
+        env.set_state(q.to(device), qd.to(device))
+        env.step(actions.to(device))
+        out[device.type] = env.state["q"].cpu(), env.state["qd"].cpu()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                for _ in range(3):
+                    env.step(actions.to(device))
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(out["cuda"][0], out["cpu"][0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out["cuda"][1], out["cpu"][1], atol=1e-3, rtol=1e-3)

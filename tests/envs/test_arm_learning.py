@@ -1,0 +1,41 @@
+"""PPO learns to reach with the arm on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.config import load_config
+from harness.evaluate import evaluate
+from harness.runner import train
+
+ARM_PPO = [
+    "tracking.wandb=disabled",
+    "env.name=arm",
+    "env.num_envs=1024",
+    "algo.lr=1e-3",
+    "algo.actor_hidden=[128, 128]",
+    "algo.critic_hidden=[128, 128]",
+    "algo.activation=elu",
+    "experiment.log_interval=5",
+]
+
+
+@pytest.mark.slow
+def test_ppo_reaches_the_target_in_80_percent_of_episodes(tmp_path: Path) -> None:
+    """Success: the end effector within 5 cm of the target at the 2 s time limit."""
+    config = load_config(
+        overrides=[
+            *ARM_PPO,
+            "experiment.total_env_steps=1200000",
+            "experiment.stop_at_return=70",  # about 90 % success in the logged episodes
+        ]
+    )
+    result = train(config, run_dir=tmp_path / "run")
+    rows = pd.read_csv(result.run_dir / "metrics.csv")
+    assert rows["success"].dropna().iloc[0] < 0.1  # it starts out missing
+    greedy = evaluate(result.run_dir, episodes=500)
+    assert greedy.metrics["success"] >= 0.8, greedy
+    assert greedy.metrics["final_distance"] < 0.05, greedy
