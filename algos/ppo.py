@@ -20,6 +20,7 @@ from algos.distributed import (
 )
 from algos.gae import compute_gae
 from algos.networks import Activation, CategoricalHead, GaussianHead, mlp
+from algos.optim import Adam
 from algos.rollout import RolloutStorage
 from envs.base import ActionSpace, EnvStep
 from envs.wrappers import RunningMeanStd
@@ -48,6 +49,8 @@ class PPOConfig:
     critic_hidden: tuple[int, ...] = (64, 64)
     activation: Activation = "tanh"
     init_log_std: float = 0.0  # Gaussian head only
+    # bfloat16: the networks' forward passes run under autocast (mixed precision).
+    policy_precision: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
         for key in ("num_steps", "num_epochs", "num_minibatches"):
@@ -81,12 +84,21 @@ class ActorCritic(nn.Module):
         self.critic = mlp(obs_size, config.critic_hidden, 1, act, out_gain=1.0)
         self.obs_norm = RunningMeanStd(obs_size)
         self.normalize = config.normalize_observations
+        self.bf16 = config.policy_precision == "bfloat16"
 
     def norm(self, obs: torch.Tensor) -> torch.Tensor:
         return self.obs_norm(obs) if self.normalize else obs
 
+    def _run(self, net: nn.Module, nobs: torch.Tensor) -> torch.Tensor:
+        """The network's output in float32, computed in bfloat16 when configured."""
+        with torch.autocast(nobs.device.type, torch.bfloat16, enabled=self.bf16):
+            return net(nobs).float()
+
+    def actor_out(self, nobs: torch.Tensor) -> torch.Tensor:
+        return self._run(self.actor, nobs)
+
     def value(self, nobs: torch.Tensor) -> torch.Tensor:
-        return self.critic(nobs).squeeze(-1)
+        return self._run(self.critic, nobs).squeeze(-1)
 
 
 class PPO(Algorithm):
@@ -114,7 +126,7 @@ class PPO(Algorithm):
         broadcast_parameters(self.model)  # data-parallel ranks start from the same weights
         # lr lives on the device so schedules change it without a host sync or recompile.
         self.lr = torch.tensor(config.lr, device=device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr.clone(), fused=True)
+        self.optimizer = Adam(self.model.parameters(), lr=self.lr)
         discrete = action_space.kind == "discrete"
         self.storage = RolloutStorage(
             config.num_steps,
@@ -125,7 +137,8 @@ class PPO(Algorithm):
             device,
         )
         self.last_obs: torch.Tensor | None = None
-        self.progress = 0.0
+        # Progress through the budget, on the device: a graph replay reads its new value.
+        self.progress = torch.zeros((), device=device)
 
     # Rollout ----------------------------------------------------------------------------
 
@@ -135,7 +148,7 @@ class PPO(Algorithm):
         if model.normalize:
             model.obs_norm.update(obs)
         nobs = model.norm(obs)
-        out = model.actor(nobs)
+        out = model.actor_out(nobs)
         actions = model.head.sample(out, self.generator)
         self.storage.add_policy(nobs, actions, model.head.log_prob(out, actions), model.value(nobs))
         return actions
@@ -148,13 +161,13 @@ class PPO(Algorithm):
 
     @torch.no_grad()
     def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        out = self.model.actor(self.model.norm(obs))
+        out = self.model.actor_out(self.model.norm(obs))
         return self.model.head.mode(out) if deterministic else self.model.head.sample(out, None)
 
     # Update -----------------------------------------------------------------------------
 
     def set_progress(self, fraction: float) -> None:
-        self.progress = min(max(fraction, 0.0), 1.0)
+        self.progress.fill_(min(max(fraction, 0.0), 1.0))
 
     def update(self) -> dict[str, torch.Tensor]:
         if not self.storage.full or self.last_obs is None:
@@ -173,7 +186,7 @@ class PPO(Algorithm):
                 c.gae_lambda,
             )
         if c.lr_schedule == "linear":
-            self.lr.fill_(c.lr * (1.0 - self.progress))
+            self.lr.copy_(c.lr * (1.0 - self.progress))
         batch = {
             "obs": s.obs.flatten(0, 1),  # [B, O]
             "actions": s.actions.flatten(0, 1),  # [B] or [B, A]
@@ -203,7 +216,7 @@ class PPO(Algorithm):
     def _minibatch_step(self, mb: dict[str, torch.Tensor]) -> torch.Tensor:
         """One gradient step; returns [5] detached statistics."""
         c, model = self.config, self.model
-        out = model.actor(mb["obs"])
+        out = model.actor_out(mb["obs"])
         log_probs = model.head.log_prob(out, mb["actions"])
         entropy = model.head.entropy(out).mean()
         values = model.value(mb["obs"])
@@ -225,7 +238,7 @@ class PPO(Algorithm):
             value_loss = ((values - mb["returns"]) ** 2).mean()
         loss = surrogate + c.value_coef * value_loss - c.entropy_coef * entropy
 
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         loss.backward()
         average_gradients(model.parameters())
         nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
@@ -237,7 +250,6 @@ class PPO(Algorithm):
             clip_fraction = ((ratio - 1.0).abs() > c.clip_coef).float().mean()
             if c.lr_schedule == "adaptive":
                 self._adapt_lr(approx_kl)
-            self.optimizer.param_groups[0]["lr"].copy_(self.lr)
             return torch.stack(
                 [
                     surrogate.detach(),
@@ -267,4 +279,3 @@ class PPO(Algorithm):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr.copy_(state["lr"])
-        self.optimizer.param_groups[0]["lr"] = self.lr.clone()

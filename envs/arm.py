@@ -80,7 +80,7 @@ class Arm(VecEnv):
         self.state = self._sample_initial_state(self.num_envs)
 
     def _sample_initial_state(self, n: int) -> dict[str, torch.Tensor]:
-        u = torch.rand(n, self.model.num_joints + 3, device=self.device, generator=self.generator)
+        u = self.random.uniform(n, self.model.num_joints + 3)
         q = self.home + (2.0 * u[:, :-3] - 1.0) * HOME_JITTER
         # The target is kept in box units: target() scales it by the env's target_scale,
         # which reset draws after the state.
@@ -137,9 +137,7 @@ class Arm(VecEnv):
         q, qd = self.state["q"], self.state["qd"]
         noise = self.params["obs_noise"][:, None]
         if self.randomizer.active:
-            jitter = torch.randn(
-                q.shape[0], 2 * q.shape[1], device=self.device, generator=self.generator
-            )
+            jitter = self.random.normal(q.shape[0], 2 * q.shape[1])
             q = q + noise * jitter[:, : q.shape[1]]
             qd = qd + noise * jitter[:, q.shape[1] :]
         ee = self.state["ee"]

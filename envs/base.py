@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from envs.randomization import ParamRange, Randomizer
+from envs.randomization import CounterRandom, ParamRange, Randomizer
 from harness.errors import FieldError
 
 
@@ -190,8 +190,11 @@ class VecEnv(ABC):
         self.config = config
         self.num_envs = config.num_envs
         self.device = device
-        self.generator = generator
-        self.randomizer = Randomizer(config.nominal_params, config.randomization, device, generator)
+        # Every random draw of the env (resets, randomisation, noise) comes from here.
+        self.random = CounterRandom.from_generator(generator, device)
+        self.randomizer = Randomizer(
+            config.nominal_params, config.randomization, device, self.random
+        )
         n = self.num_envs
         self.params = self.randomizer.sample(n)  # name -> [N] f32
         self.episode_step = torch.zeros(n, dtype=torch.int32, device=device)  # [N]
@@ -248,6 +251,27 @@ class VecEnv(ABC):
         self._reset_where(done)
         obs = self._observe()
         return EnvStep(obs, reward, terminated, truncated, info)
+
+    def compile(self) -> None:
+        """Replace `step` by its torch.compile'd version (fused kernels on CUDA)."""
+        self.step = torch.compile(self.step, dynamic=False)  # type: ignore[method-assign]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor that `step` replaces rather than updates in place, by name. A CUDA
+        graph capture copies each step's new tensors back into these so that replays carry
+        on from one another."""
+        out = {f"state.{k}": v for k, v in self.state.items()}
+        out.update({f"params.{k}": v for k, v in self.params.items()})
+        out["episode_step"] = self.episode_step
+        out["random.counter"] = self.random.counter
+        return out
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Point the env at ``tensors`` (names as `tensors` gives them)."""
+        self.state = {k[6:]: v for k, v in tensors.items() if k.startswith("state.")}
+        self.params = {k[7:]: v for k, v in tensors.items() if k.startswith("params.")}
+        self.episode_step = tensors["episode_step"]
+        self.random.counter = tensors["random.counter"]
 
     def _reset_where(self, done: torch.Tensor) -> None:
         """Branch-free reset of the envs where done [N] is True."""

@@ -62,7 +62,7 @@ class Cartpole(VecEnv):
         self._ones = torch.ones(self.num_envs, device=device)  # [N] reward of one step
 
     def _sample_initial_state(self, n: int) -> dict[str, torch.Tensor]:
-        u = torch.rand(4, n, device=self.device, generator=self.generator)  # [4, n]
+        u = self.random.uniform(4, n)  # [4, n]
         s = (2.0 * u - 1.0) * RESET_BOUND
         return {"x": s[0], "x_dot": s[1], "theta": s[2], "theta_dot": s[3]}
 

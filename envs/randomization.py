@@ -39,6 +39,59 @@ class ParamRange:
             raise FieldError("low", f"must be > 0 for log_uniform, got {self.low}")
 
 
+def _low32(x: torch.Tensor) -> torch.Tensor:
+    """x mod 2^32 for int64 x, written with shifts only (compilers keep literals in int32)."""
+    return x - ((x >> 32) << 32)
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mixer (xor-shift-multiply) on int64 tensors holding values in
+    [0, 2^32); the multipliers are below 2^31, so products stay below 2^63."""
+    x = x ^ (x >> 16)
+    x = _low32(x * 0x21F0AAAD)
+    x = x ^ (x >> 15)
+    x = _low32(x * 0x735A2D97)
+    return x ^ (x >> 15)
+
+
+class CounterRandom:
+    """Random numbers as a hash of (seed, draw number, element index).
+
+    The only state is one device counter, bumped in place by each draw, so draws are
+    plain elementwise tensor ops: they fuse into compiled env kernels, replay in CUDA
+    graphs without registration, and give the same numbers on CPU and CUDA.
+    """
+
+    def __init__(self, seed: int, device: torch.device) -> None:
+        self.key = int(_hash32(torch.tensor(seed % 2**31))) % 2**31
+        self.device = device
+        self.counter = torch.zeros((), dtype=torch.int64, device=device)  # draws so far
+
+    @classmethod
+    def from_generator(cls, generator: torch.Generator, device: torch.device) -> CounterRandom:
+        """Seeded by one draw of ``generator`` (which the run's seed determines)."""
+        seed = int(torch.randint(0, 2**31, (1,), generator=generator, device=generator.device))
+        return cls(seed, device)
+
+    def bits(self, *shape: int) -> torch.Tensor:
+        """int64 [shape] of uniform 32-bit values."""
+        numel = math.prod(shape)
+        index = torch.arange(numel, dtype=torch.int64, device=self.device).view(*shape)
+        stream = _hash32(_low32(self.counter * 0x61C88647 + self.key))
+        self.counter += 1
+        return _hash32(_low32(index * 0x27D4EB2F + stream))
+
+    def uniform(self, *shape: int) -> torch.Tensor:
+        """float32 [shape] uniform in [0, 1) (24 random bits each)."""
+        return (self.bits(*shape) >> 8).to(torch.float32) * (1.0 / (1 << 24))
+
+    def normal(self, *shape: int) -> torch.Tensor:
+        """float32 [shape] standard normal (Box-Muller)."""
+        u = self.uniform(2, *shape)
+        radius = torch.sqrt(-2.0 * torch.log1p(-u[0]))  # 1 - u in (0, 1]
+        return radius * torch.cos(2.0 * math.pi * u[1])
+
+
 class Randomizer:
     """Draws per-env parameters; with no ranges every env holds the nominal values."""
 
@@ -47,12 +100,12 @@ class Randomizer:
         nominal: dict[str, float],
         ranges: dict[str, ParamRange],
         device: torch.device,
-        generator: torch.Generator,
+        random: CounterRandom,
     ) -> None:
         self.nominal = dict(nominal)
         self.ranges = dict(ranges)
         self.device = device
-        self.generator = generator
+        self.random = random
 
     @property
     def active(self) -> bool:
@@ -66,7 +119,7 @@ class Randomizer:
             if spec is None:
                 out[name] = torch.full((n,), nominal, device=self.device)
                 continue
-            u = torch.rand(n, device=self.device, generator=self.generator)  # [n] in [0, 1)
+            u = self.random.uniform(n)  # [n] in [0, 1)
             if spec.distribution == "log_uniform":
                 lo, hi = math.log(spec.low), math.log(spec.high)
                 value = torch.exp(lo + (hi - lo) * u)

@@ -260,6 +260,7 @@ class ChainDynamics:
         self.q_low = t(model.joint_range[:, 0])  # [n]
         self.q_high = t(model.joint_range[:, 1])  # [n]
         self.gravity = t(model.gravity)  # [3]
+        self.sites = {name: (body, t(pos)) for name, (body, pos) in model.sites.items()}
 
     def kinematics(self, q: torch.Tensor) -> Kinematics:
         """q [N, n] -> world placement of every body."""
@@ -277,28 +278,27 @@ class ChainDynamics:
                 o = o_parent + self.body_pos[i]
                 r = local[:, i].expand(q.shape[0], 3, 3)
             else:
-                o = o_parent + r_parent @ self.body_pos[i]
-                r = r_parent @ local[:, i]
+                o = o_parent + _matvec(r_parent, self.body_pos[i])
+                r = _matmul(r_parent, local[:, i])
             rot.append(r)
             origin.append(o)
             r_parent, o_parent = r, o
         rot_t = torch.stack(rot, 1)  # [N, n, 3, 3]
         origin_t = torch.stack(origin, 1)  # [N, n, 3]
-        axis = (rot_t @ self.axis[..., None]).squeeze(-1)  # [N, n, 3]
-        com = origin_t + (rot_t @ self.com[..., None]).squeeze(-1)
+        axis = _matvec(rot_t, self.axis)  # [N, n, 3]
+        com = origin_t + _matvec(rot_t, self.com)
         return Kinematics(rot_t, origin_t, axis, com)
 
     def site(self, kin: Kinematics, name: str) -> torch.Tensor:
         """[N, 3] world position of a site."""
-        body, pos = self.model.sites[name]
-        local = torch.as_tensor(pos, dtype=kin.origin.dtype, device=kin.origin.device)
-        return kin.origin[:, body] + kin.rot[:, body] @ local
+        body, local = self.sites[name]
+        return kin.origin[:, body] + _matvec(kin.rot[:, body], local)
 
     def _bodies(
         self, kin: Kinematics, mass_scale: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mass [N, n], inertia about each centre of mass in the world frame [N, n, 3, 3])."""
-        inertia = kin.rot @ self.inertia @ kin.rot.transpose(-1, -2)
+        inertia = _matmul(_matmul(kin.rot, self.inertia), kin.rot.transpose(-1, -2))
         return self.mass * mass_scale[:, None], inertia * mass_scale[:, None, None, None]
 
     def mass_matrix(self, kin: Kinematics, mass_scale: torch.Tensor) -> torch.Tensor:
@@ -317,10 +317,10 @@ class ChainDynamics:
         mass_sub = _suffix_sum(mass)[..., None]  # [N, n, 1]
         moment_sub = _suffix_sum(mass[..., None] * c)  # [N, n, 3] sum m c
         # Unit acceleration of joint l: the force and the moment about the world origin.
-        torque_o = (inertia_o @ z[..., None]).squeeze(-1) - _cross(moment_sub, _cross(z, o))
+        torque_o = _matvec(inertia_o, z) - _cross(moment_sub, _cross(z, o))
         force = _cross(z, moment_sub - mass_sub * o)
         # Moment about o_j, projected on z_j: z_j . (torque_o - o_j x force).
-        a = z @ torque_o.transpose(1, 2) - _cross(z, o) @ force.transpose(1, 2)  # [N, j, l]
+        a = _dots(z, torque_o) - _dots(_cross(z, o), force)  # [N, j, l]
         return torch.triu(a) + torch.triu(a, 1).transpose(1, 2) + torch.diag(self.armature)
 
     def bias(self, kin: Kinematics, qd: torch.Tensor, mass_scale: torch.Tensor) -> torch.Tensor:
@@ -341,9 +341,7 @@ class ChainDynamics:
         d = c - o
         acc_com = acc + _cross(alpha, d) + _cross(omega, _cross(omega, d))
         force = mass[..., None] * acc_com  # [N, n, 3]
-        spin_moment = (inertia @ alpha[..., None]).squeeze(-1) + _cross(
-            omega, (inertia @ omega[..., None]).squeeze(-1)
-        )
+        spin_moment = _matvec(inertia, alpha) + _cross(omega, _matvec(inertia, omega))
         # Moment about o_i of bodies i.. outward: about the world origin, then shifted.
         moment = _suffix_sum(spin_moment + _cross(c, force)) - _cross(o, _suffix_sum(force))
         return (z * moment).sum(-1)
@@ -370,7 +368,9 @@ class ChainDynamics:
         force = tau - self.bias(kin, qd, scales.mass) - damping * qd + friction
         if implicit_damping:
             m = m + torch.diag_embed(implicit_damping * damping)
-        chol, _ = torch.linalg.cholesky_ex(m)  # no error check: no host sync
+        if q.device.type == "cuda":
+            return _small_spd_solve(m, force)
+        chol, _ = torch.linalg.cholesky_ex(m)
         return torch.cholesky_solve(force[..., None], chol).squeeze(-1)
 
     def step(
@@ -386,10 +386,64 @@ class ChainDynamics:
         return q, torch.where(into_stop, torch.zeros_like(qd), qd)
 
 
+# Small products. On CUDA they are written as broadcasts and sums: elementwise work that
+# torch.compile fuses, where batched 3x3 matmuls would each be a library call on tiny
+# matrices. On CPU the library calls are faster.
+
+
 def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.cross(a, b, dim=-1)
+    """a x b over the last dim (3)."""
+    if not a.is_cuda:
+        return torch.linalg.cross(a, b, dim=-1)
+    a0, a1, a2 = a.unbind(-1)
+    b0, b1, b2 = b.unbind(-1)
+    return torch.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], -1)
+
+
+def _matvec(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """[..., 3, 3] @ [..., 3] -> [..., 3]."""
+    if not m.is_cuda:
+        return (m @ v[..., None]).squeeze(-1)
+    return (m * v[..., None, :]).sum(-1)
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[..., 3, 3] @ [..., 3, 3] -> [..., 3, 3]."""
+    if not a.is_cuda:
+        return a @ b
+    return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
+
+
+def _dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[N, j, 3], [N, l, 3] -> [N, j, l] of a_j . b_l."""
+    if not a.is_cuda:
+        return a @ b.transpose(1, 2)
+    return (a[:, :, None, :] * b[:, None, :, :]).sum(-1)
 
 
 def _suffix_sum(x: torch.Tensor) -> torch.Tensor:
     """Sum over bodies i and outward, along dim 1."""
     return x.flip(1).cumsum(1).flip(1)
+
+
+def _small_spd_solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x [N, n] with a x = b for SPD a [N, n, n], by a Cholesky factorisation unrolled
+    over the n joints: elementwise ops only, so no solver library call (whose batched CUDA
+    kernels synchronise with the host) and one fused kernel under torch.compile."""
+    n = a.shape[-1]
+    low: dict[tuple[int, int], torch.Tensor] = {}
+    for j in range(n):
+        diag = a[:, j, j] - sum((low[j, k] ** 2 for k in range(j)), torch.zeros_like(b[:, 0]))
+        low[j, j] = torch.sqrt(diag)
+        for i in range(j + 1, n):
+            off = a[:, i, j] - sum(
+                (low[i, k] * low[j, k] for k in range(j)), torch.zeros_like(b[:, 0])
+            )
+            low[i, j] = off / low[j, j]
+    y: list[torch.Tensor] = []
+    for i in range(n):  # L y = b
+        y.append((b[:, i] - sum((low[i, k] * y[k] for k in range(i)), 0.0)) / low[i, i])
+    x: dict[int, torch.Tensor] = {}
+    for i in reversed(range(n)):  # L^T x = y
+        x[i] = (y[i] - sum((low[k, i] * x[k] for k in range(i + 1, n)), 0.0)) / low[i, i]
+    return torch.stack([x[i] for i in range(n)], 1)

@@ -20,12 +20,15 @@ import torch
 
 from harness.config import RunConfig
 from harness.device import device_name, make_generators, resolve_device
+from harness.errors import ConfigError
+from harness.graphs import GraphedRegion, side_stream
 from harness.registry import make_algo, make_env
 from harness.runner import train
 from harness.tracking import environment_meta
 
 log = logging.getLogger("vecbench")
 MODES = ("env", "inference", "train")
+ALL_MODES = (*MODES, "launch")  # launch: a fresh process trains until a mean return
 
 
 def _timed(step: Callable[[], None], warmup: int, steps: int, device: torch.device) -> float:
@@ -52,15 +55,55 @@ def _random_actions(env: Any, generator: torch.Generator) -> torch.Tensor:
     return torch.rand(n, space.shape, device=dev, generator=generator) * 2 - 1
 
 
+GRAPH_STEPS = 16  # env steps per captured graph in the env and inference benchmarks
+
+
+def _stepper(
+    config: RunConfig, step: Callable[[torch.Tensor], torch.Tensor], env: Any, obs: torch.Tensor
+) -> tuple[Callable[[], None], int]:
+    """A call that advances the env, and how many env steps each call makes: one eager
+    step, or with experiment.cuda_graph a replay of GRAPH_STEPS captured steps."""
+    state = {"obs": obs}
+    if not config.experiment.cuda_graph:
+
+        def eager() -> None:
+            state["obs"] = step(state["obs"])
+
+        return eager, 1
+    if env.device.type != "cuda":
+        raise ConfigError(f"experiment.cuda_graph needs a CUDA device, got {env.device}")
+
+    def region(obs: torch.Tensor) -> tuple[torch.Tensor, None]:
+        for _ in range(GRAPH_STEPS):
+            obs = step(obs)
+        return obs, None
+
+    with side_stream(env.device):
+        for _ in range(2):
+            obs, _ = region(obs)
+    graph = GraphedRegion(region, env, [], obs)
+    return (lambda: graph()), GRAPH_STEPS
+
+
+def _compile(config: RunConfig, env: Any) -> None:
+    if config.experiment.compile:
+        import torch._dynamo
+
+        torch._dynamo.reset()  # each benchmark its own compile: no recompile limit reached
+        env.compile()
+
+
 def env_steps_per_second(config: RunConfig, warmup: int = 20, steps: int = 200) -> float:
     """Env stepping alone, with one fixed batch of random actions."""
     device = resolve_device(config.experiment.device)
     env_gen, _ = make_generators(config.experiment.seed, device)
     env = make_env(config.env, device, env_gen)
-    env.reset()
+    _compile(config, env)
     actions = _random_actions(env, env_gen)
-    seconds = _timed(lambda: env.step(actions), warmup, steps, device)
-    return steps * env.num_envs / seconds
+    call, per_call = _stepper(config, lambda obs: env.step(actions).obs, env, env.reset())
+    calls = max(1, steps // per_call)
+    seconds = _timed(call, max(1, warmup // per_call), calls, device)
+    return calls * per_call * env.num_envs / seconds
 
 
 def inference_steps_per_second(config: RunConfig, warmup: int = 20, steps: int = 200) -> float:
@@ -68,15 +111,17 @@ def inference_steps_per_second(config: RunConfig, warmup: int = 20, steps: int =
     device = resolve_device(config.experiment.device)
     env_gen, algo_gen = make_generators(config.experiment.seed, device)
     env = make_env(config.env, device, env_gen)
+    _compile(config, env)
     algo = make_algo(config.algo, env, device, algo_gen)
-    state = {"obs": env.reset()}
 
-    def step() -> None:
-        state["obs"] = env.step(algo.policy(state["obs"], deterministic=False)).obs
+    def step(obs: torch.Tensor) -> torch.Tensor:
+        return env.step(algo.policy(obs, deterministic=False)).obs
 
     with torch.no_grad():
-        seconds = _timed(step, warmup, steps, device)
-    return steps * env.num_envs / seconds
+        call, per_call = _stepper(config, step, env, env.reset())
+        calls = max(1, steps // per_call)
+        seconds = _timed(call, max(1, warmup // per_call), calls, device)
+    return calls * per_call * env.num_envs / seconds
 
 
 def train_steps_per_second(config: RunConfig, iterations: int = 20) -> float:
@@ -95,12 +140,48 @@ def train_steps_per_second(config: RunConfig, iterations: int = 20) -> float:
         return train(config, run_dir=Path(tmp) / "bench").env_steps_per_second
 
 
+def launch_to_return(config: RunConfig, threshold: float) -> dict[str, float]:
+    """Wall time from starting a fresh ``vecbench train`` process (W&B off) to its exit,
+    stopping at the first logged mean return >= ``threshold``; the same clock as timing
+    the command in a shell."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from harness.config import to_dict
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(yaml.safe_dump(to_dict(config)))
+        command = [
+            sys.executable, "-m", "harness.cli", "train", "--config", str(path),
+            "--wandb", "disabled", "--run-dir", str(Path(tmp) / "run"),
+            "--set", f"experiment.stop_at_return={threshold}",
+        ]  # fmt: skip
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        launch = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"launch benchmark failed:\n{done.stderr[-2000:]}")
+        summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
+    return {
+        "launch_s": launch,
+        "train_s": summary["wall_time_s"],
+        "final_return": summary["final_return"],
+        "env_steps": summary["env_steps"],
+        "threshold": threshold,
+        "steps_per_second": summary["env_steps_per_second"],
+    }
+
+
 def run_bench(
     config: RunConfig,
     num_envs: list[int],
     modes: tuple[str, ...] = MODES,
     steps: int = 200,
     train_iterations: int = 20,
+    threshold: float = 475.0,
 ) -> list[dict[str, Any]]:
     """One row per (mode, num_envs) with the hardware and software it ran on."""
     device = resolve_device(config.experiment.device)
@@ -111,7 +192,11 @@ def run_bench(
         for mode in modes:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            if mode == "env":
+            extra: dict[str, float] = {}
+            if mode == "launch":
+                extra = launch_to_return(cfg, threshold)
+                rate = extra.pop("steps_per_second")
+            elif mode == "env":
                 rate = env_steps_per_second(cfg, steps=steps)
             elif mode == "inference":
                 rate = inference_steps_per_second(cfg, steps=steps)
@@ -122,6 +207,9 @@ def run_bench(
                 "algo": cfg.algo.name,
                 "mode": mode,
                 "num_envs": n,
+                "cuda_graph": cfg.experiment.cuda_graph,
+                "compile": cfg.experiment.compile,
+                "policy_precision": getattr(cfg.algo, "policy_precision", "float32"),
                 "steps_per_second": rate,
                 "gpu_memory_peak_mb": (
                     torch.cuda.max_memory_allocated(device) / 2**20
@@ -133,8 +221,9 @@ def run_bench(
                 "torch": meta["torch"],
                 "cuda": meta["cuda"],
                 "git_commit": meta["git_commit"],
+                **extra,
             }
-            log.info("%-9s %9d envs  %14s steps/s", mode, n, f"{rate:,.0f}")
+            log.info("%-9s %9d envs  %14s steps/s %s", mode, n, f"{rate:,.0f}", extra or "")
             rows.append(row)
     return rows
 
@@ -153,6 +242,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         rate = r["steps_per_second"]
         shown = "nan" if math.isnan(rate) else f"{rate:.3g}"
+        if r["mode"] == "launch":
+            shown += (
+                f" (launch to {r['threshold']:g}: {r['launch_s']:.1f} s, "
+                f"training {r['train_s']:.1f} s)"
+            )
         lines.append(f"| {r['mode']} | {r['num_envs']} | {shown} |")
     if rows:
         r = rows[0]

@@ -54,9 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--modes",
         nargs="+",
-        choices=["env", "inference", "train"],
+        choices=["env", "inference", "train", "launch"],
         default=["env", "inference", "train"],
+        help="launch: a fresh `vecbench train` process, timed from start to exit at "
+        "--threshold (W&B off)",
     )
+    bench.add_argument("--threshold", type=float, default=475.0, help="mean return for launch")
     bench.add_argument("--steps", type=int, default=200, help="timed env steps per figure")
     bench.add_argument("--train-iterations", type=int, default=20)
     bench.add_argument("-o", "--output", type=Path, help="write OUTPUT.json and OUTPUT.csv")
@@ -198,7 +201,9 @@ def _bench(args: argparse.Namespace) -> int:
     if any(n <= 0 for n in args.num_envs) or args.steps <= 0 or args.train_iterations <= 0:
         raise VecbenchError("--num-envs, --steps and --train-iterations must be > 0")
     config = load_config(args.config, _overrides(args))
-    rows = run_bench(config, args.num_envs, tuple(args.modes), args.steps, args.train_iterations)
+    rows = run_bench(
+        config, args.num_envs, tuple(args.modes), args.steps, args.train_iterations, args.threshold
+    )
     if args.output is not None:
         write_results(rows, args.output)
     print(format_table(rows))

@@ -32,6 +32,9 @@ class ExperimentConfig:
     checkpoint_interval: int = 50  # [iterations] between checkpoints
     run_root: str = "runs"  # where run directories are created
     stop_at_return: float | None = None  # stop once a logged mean return reaches it
+    # Replay each training iteration from one CUDA graph (CUDA, PPO, one process).
+    cuda_graph: bool = False
+    compile: bool = False  # torch.compile the env step
 
     def __post_init__(self) -> None:
         for key in ("total_env_steps", "log_interval", "checkpoint_interval"):

@@ -23,11 +23,13 @@ from envs.base import VecEnv
 from harness import distributed
 from harness.config import RunConfig, config_hash
 from harness.device import device_name, make_generators
-from harness.errors import RunDirError
+from harness.errors import ConfigError, RunDirError
+from harness.graphs import GraphedRegion, side_stream
 from harness.registry import make_algo, make_env
 from harness.tracking import RunStore, WandbTracker, environment_meta
 
 log = logging.getLogger("vecbench")
+GRAPH_WARMUP = 2  # eager iterations before a training iteration is captured
 
 #: Called with each metrics row; may raise to stop the run (a pruned study trial).
 LogCallback = Callable[[Mapping[str, float]], None]
@@ -116,6 +118,13 @@ class _Training:
         )
         self.env = make_env(config.env, device, self.env_gen)
         self.algo = make_algo(config.algo, self.env, device, self.algo_gen)
+        exp = config.experiment
+        if exp.cuda_graph:
+            _check_graphable(config, device, self.rank)
+        if exp.compile:
+            self.env.compile()
+        self.graph: GraphedRegion | None = None
+        self.graph_warmup = 0  # eager iterations run so far toward the capture
         # Env steps of one iteration over all ranks (each steps env.num_envs envs).
         self.steps_per_iteration = (
             self.algo.steps_per_update * self.env.num_envs * self.rank.world_size
@@ -185,8 +194,7 @@ class _Training:
         try:
             while self.iteration < self.total_iterations:
                 self.algo.set_progress(self.iteration / self.total_iterations)
-                obs = self._collect(obs)
-                stats = self.algo.update()
+                obs, stats = self._iterate(obs)
                 for key, value in stats.items():
                     losses[key] = losses[key] + value if key in losses else value.clone()
                 self.iteration += 1
@@ -225,8 +233,26 @@ class _Training:
         log.info("done: final return %.1f, results in %s", result.final_return, result.run_dir)
         return result
 
-    def _collect(self, obs: torch.Tensor) -> torch.Tensor:
-        return collect(self.env, self.algo, obs)
+    def _eager_iteration(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        obs = collect(self.env, self.algo, obs)
+        return obs, self.algo.update()
+
+    def _iterate(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One iteration: eager, or (with experiment.cuda_graph) a few eager ones on a
+        side stream, then one capture, then replays."""
+        if self.graph is not None:
+            return self.graph()
+        if not self.config.experiment.cuda_graph:
+            return self._eager_iteration(obs)
+        with side_stream(self.device):
+            obs, stats = self._eager_iteration(obs)
+            stats = {k: v.clone() for k, v in stats.items()}
+        self.graph_warmup += 1
+        if self.graph_warmup == GRAPH_WARMUP:
+            generators = [self.algo_gen]  # the env draws from its own counter
+            self.graph = GraphedRegion(self._eager_iteration, self.env, generators, obs)
+            obs = self.graph.obs
+        return obs, stats
 
     def _log_row(
         self,
@@ -310,6 +336,18 @@ class _NullStore:
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         pass
+
+
+def _check_graphable(config: RunConfig, device: torch.device, rank: distributed.Rank) -> None:
+    if device.type != "cuda":
+        raise ConfigError(f"experiment.cuda_graph needs a CUDA device, got {device}")
+    if config.algo.name != "ppo":
+        raise ConfigError(
+            f"experiment.cuda_graph supports algo ppo only, got {config.algo.name} "
+            "(its update reads host-side counters)"
+        )
+    if rank.world_size > 1:
+        raise ConfigError("experiment.cuda_graph runs in one process; unset it under torchrun")
 
 
 def _without_tracking(config: RunConfig) -> RunConfig:

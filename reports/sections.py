@@ -74,7 +74,12 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
     parts = []
     if not c.bench.empty:
         cols = ["mode", "num_envs", "steps_per_second", "gpu_memory_peak_mb", "device_name"]
-        parts.append(c.bench[[k for k in cols if k in c.bench]])
+        tasks = c.bench["task"].nunique() if "task" in c.bench else 1
+        labels = [_bench_label(r, with_task=tasks > 1) for r in c.bench.to_dict("records")]
+        bench = c.bench.assign(mode=labels)
+        launch = bench[c.bench["mode"] == "launch"]
+        bench = bench[c.bench["mode"] != "launch"]
+        parts.append(bench[[k for k in cols if k in bench]])
     if not c.runs.empty:
         # Training throughput of runs, per study (or loose runs) that varied num_envs.
         runs = c.runs.assign(group=c.runs["study"].fillna("runs"))
@@ -94,6 +99,7 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
     if not parts:
         return None
     table = pd.concat(parts, ignore_index=True)
+    table = table[table["num_envs"].notna()]
     table = (
         table.groupby(["mode", "num_envs"], sort=False)
         .agg(
@@ -110,6 +116,20 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
         "lines continue each curve's first point with ideal linear scaling."
     )
     section.tables.append(("throughput", "Steps per second by mode and num_envs", table))
+    knees = saturation_knees(table)
+    if not knees.empty:
+        section.text.append(
+            "Knee: the first num_envs after which four times the envs bring less than twice "
+            "the throughput (scaling exponent below 0.5), per mode."
+        )
+        section.tables.append(("throughput_knee", "Where scaling flattens", knees))
+    if not c.bench.empty and not launch.empty:
+        keep = ["mode", "num_envs", "threshold", "launch_s", "train_s", "env_steps", "device_name"]
+        section.text.append(
+            "Launch: a fresh `vecbench train` process timed from its start to its exit at the "
+            "first logged mean return >= threshold (imports, CUDA start-up and training)."
+        )
+        section.tables.append(("launch", "Launch to threshold", launch[keep]))
     section.figures.append(
         (
             "throughput_scaling",
@@ -118,6 +138,42 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
         )
     )
     return section
+
+
+def _bench_label(row: dict[str, Any], with_task: bool = False) -> str:
+    """The mode, with how it ran when not plain eager float32 (graph, compile, bf16), and
+    the task when the benchmark covers several."""
+    extras = [
+        name
+        for key, name in (("cuda_graph", "graph"), ("compile", "compile"))
+        if row.get(key) is True
+    ]
+    if row.get("policy_precision") == "bfloat16" and row["mode"] != "env":
+        extras.append("bf16")
+    label = f"{row['mode']} ({'+'.join(extras)})" if extras else str(row["mode"])
+    return f"{row['task']} {label}" if with_task else label
+
+
+def saturation_knees(table: pd.DataFrame) -> pd.DataFrame:
+    """Per mode: the scaling exponent between neighbouring num_envs and the knee."""
+    rows = []
+    for mode, part in table.groupby("mode", sort=False):
+        part = part.sort_values("num_envs")
+        n = part["num_envs"].to_numpy(dtype=float)
+        rate = part["steps_per_second"].to_numpy(dtype=float)
+        if len(n) < 2:
+            continue
+        exponent = np.log(rate[1:] / rate[:-1]) / np.log(n[1:] / n[:-1])
+        flat = np.flatnonzero(exponent < 0.5)
+        rows.append(
+            {
+                "mode": mode,
+                "knee_num_envs": int(n[flat[0]]) if flat.size else None,
+                "peak_steps_per_second": float(np.nanmax(rate)),
+                "exponents": " ".join(f"{e:.2f}" for e in exponent),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def learning(c: Collection, threshold: float | None, reps: int) -> Section | None:

@@ -298,3 +298,13 @@ def test_model_file_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text('<mujoco><compiler angle="degree"/></mujoco>')
     with pytest.raises(ConfigError, match='bad.xml: needs <compiler angle="radian">'):
         load_chain(bad)
+
+
+def test_unrolled_solver_used_on_cuda_equals_linalg_solve() -> None:
+    from envs.rigid_body import _small_spd_solve
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(100, 7, 7, generator=g, dtype=F64)
+    a = a @ a.transpose(1, 2) + 0.1 * torch.eye(7, dtype=F64)
+    b = torch.randn(100, 7, generator=g, dtype=F64)
+    torch.testing.assert_close(_small_spd_solve(a, b), torch.linalg.solve(a, b))

@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
+from scipy import stats
 
 from envs.cartpole import Cartpole, CartpoleConfig
-from envs.randomization import ParamRange, Randomizer
+from envs.randomization import CounterRandom, ParamRange, Randomizer
 
 CPU = torch.device("cpu")
 
@@ -49,8 +50,8 @@ def test_ranges_give_distinct_values_inside_the_range() -> None:
 
 
 def test_scale_operation_multiplies_the_nominal_value() -> None:
-    g = torch.Generator().manual_seed(0)
-    r = Randomizer({"m": 4.0}, {"m": ParamRange(2.0, 2.0, operation="scale")}, CPU, g)
+    random = CounterRandom(0, CPU)
+    r = Randomizer({"m": 4.0}, {"m": ParamRange(2.0, 2.0, operation="scale")}, CPU, random)
     assert (r.sample(10)["m"] == 8.0).all()
 
 
@@ -126,3 +127,27 @@ def test_pole_falls_later_when_longer() -> None:
             break
     assert fall_step[0] is not None and fall_step[1] is not None
     assert fall_step[1] > fall_step[0]
+
+
+def test_counter_random_is_uniform_independent_and_repeatable() -> None:
+    random = CounterRandom(7, CPU)
+    u = random.uniform(4, 50_000)  # four draws' worth of streams at once
+    v = random.uniform(4, 50_000)  # the next draw
+    assert stats.kstest(u.flatten().numpy(), "uniform").pvalue > 1e-3
+    assert stats.kstest(v.flatten().numpy(), "uniform").pvalue > 1e-3
+    assert u.min() >= 0.0 and u.max() < 1.0
+    # Neighbouring elements, rows and successive draws are uncorrelated.
+    for a, b in ((u[0, :-1], u[0, 1:]), (u[0], u[1]), (u[0], v[0])):
+        r = torch.corrcoef(torch.stack([a, b]))[0, 1].item()
+        assert abs(r) < 0.02, r
+    assert random.counter.item() == 2
+    again = CounterRandom(7, CPU)
+    assert torch.equal(again.uniform(4, 50_000), u)
+    assert not torch.equal(CounterRandom(8, CPU).uniform(4, 50_000), u)
+
+
+def test_counter_random_normal_has_unit_moments() -> None:
+    z = CounterRandom(1, CPU).normal(200_000)
+    assert abs(z.mean().item()) < 0.01
+    assert abs(z.std().item() - 1.0) < 0.01
+    assert stats.kstest(z.numpy(), "norm").pvalue > 1e-3

@@ -91,7 +91,7 @@ def test_resume_continues_steps_and_metrics(tmp_path: Path) -> None:
     # Learning carried over: the optimiser's step count kept growing.
     state = RunStore.open(first.run_dir).load_checkpoint(torch.device("cpu"))
     assert state["iteration"] == 20
-    assert int(state["algo"]["optimizer"]["state"][0]["step"]) == 20 * 4 * 4
+    assert int(state["algo"]["optimizer"]["steps"]) == 20 * 4 * 4
 
 
 def test_crash_keeps_finished_rows_and_resume_drops_rows_past_the_checkpoint(

@@ -283,3 +283,29 @@ def test_html_renders_in_chromium(report: Path, tmp_path: Path) -> None:
     assert pixels.shape[:2] == (1600, 1200)
     assert pixels.std() > 0.05  # not blank
     assert len(np.unique(pixels.reshape(-1, 3).round(2), axis=0)) > 50  # text, tables, plots
+
+
+def test_knee_is_where_four_times_the_envs_stop_doubling_throughput() -> None:
+    import pandas as pd
+
+    from reports.sections import _bench_label, saturation_knees
+
+    table = pd.DataFrame(
+        {
+            "mode": ["env"] * 4,
+            "num_envs": [1024, 4096, 16384, 65536],
+            "steps_per_second": [1e6, 4e6, 1.2e7, 1.5e7],  # exponents 1.0, 0.79, 0.16
+        }
+    )
+    knees = saturation_knees(table)
+    assert knees.loc[0, "knee_num_envs"] == 16384
+    assert knees.loc[0, "exponents"] == "1.00 0.79 0.16"
+    assert knees.loc[0, "peak_steps_per_second"] == 1.5e7
+    row = {
+        "mode": "inference",
+        "cuda_graph": True,
+        "compile": False,
+        "policy_precision": "bfloat16",
+    }
+    assert _bench_label(row) == "inference (graph+bf16)"
+    assert _bench_label({"mode": "env", "cuda_graph": False}) == "env"

@@ -1,0 +1,68 @@
+"""CUDA-graph replay of whole training iterations and of env steps.
+
+A captured region must be all GPU work with fixed shapes and addresses: the envs step
+branch-free and PPO never reads a device value, so one iteration (T env steps, T policy
+calls, GAE and every minibatch update) is one graph. Tensors that the region *replaces*
+(the env's state, the next observation) are copied back into the region's inputs at its
+end, so each replay continues from the last. Random numbers come from the run's own
+generators, registered with the graph so every replay draws fresh ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from envs.base import VecEnv
+
+Region = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
+
+
+class GraphedRegion:
+    """``region(obs) -> (next obs, outputs)`` captured once from ``obs``, then replayed.
+
+    Warm the region up with a few eager calls first, inside `side_stream` (lazy set-up of
+    cuBLAS, autograd and optimizer state must not happen during a capture).
+    """
+
+    def __init__(
+        self, region: Region, env: VecEnv, generators: list[torch.Generator], obs: torch.Tensor
+    ) -> None:
+        self.obs = obs.clone()
+        inputs = {k: v.clone() for k, v in env.tensors().items()}
+        env.load_tensors(inputs)
+        self.graph = torch.cuda.CUDAGraph()
+        for g in generators:
+            self.graph.register_generator_state(g)
+        with torch.cuda.graph(self.graph):
+            next_obs, self.outputs = region(self.obs)
+            self.obs.copy_(next_obs)
+            for name, value in env.tensors().items():
+                if value is not inputs[name]:
+                    inputs[name].copy_(value)
+        env.load_tensors(inputs)  # capture ran nothing: the inputs still hold the state
+
+    def __call__(self) -> tuple[torch.Tensor, Any]:
+        """One replay: the next observation and the region's outputs (static tensors that
+        the next replay overwrites)."""
+        self.graph.replay()
+        return self.obs, self.outputs
+
+
+class side_stream:  # noqa: N801 - used as a context manager, like torch.cuda.stream
+    """Run the block on a fresh side stream, ordered after and before the current one."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+        self.inner = torch.cuda.stream(self.stream)
+
+    def __enter__(self) -> None:
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        self.inner.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.__exit__(*exc)
+        torch.cuda.current_stream(self.device).wait_stream(self.stream)
