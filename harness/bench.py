@@ -210,6 +210,7 @@ def run_bench(
                 "cuda_graph": cfg.experiment.cuda_graph,
                 "compile": cfg.experiment.compile,
                 "policy_precision": getattr(cfg.algo, "policy_precision", "float32"),
+                "actor_hidden": "x".join(map(str, getattr(cfg.algo, "actor_hidden", ()))),
                 "steps_per_second": rate,
                 "gpu_memory_peak_mb": (
                     torch.cuda.max_memory_allocated(device) / 2**20

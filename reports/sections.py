@@ -74,8 +74,8 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
     parts = []
     if not c.bench.empty:
         cols = ["mode", "num_envs", "steps_per_second", "gpu_memory_peak_mb", "device_name"]
-        tasks = c.bench["task"].nunique() if "task" in c.bench else 1
-        labels = [_bench_label(r, with_task=tasks > 1) for r in c.bench.to_dict("records")]
+        varied = {k for k in ("task", "actor_hidden") if k in c.bench and c.bench[k].nunique() > 1}
+        labels = [_bench_label(r, varied) for r in c.bench.to_dict("records")]
         bench = c.bench.assign(mode=labels)
         launch = bench[c.bench["mode"] == "launch"]
         bench = bench[c.bench["mode"] != "launch"]
@@ -140,9 +140,9 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
     return section
 
 
-def _bench_label(row: dict[str, Any], with_task: bool = False) -> str:
+def _bench_label(row: dict[str, Any], varied: set[str] | None = None) -> str:
     """The mode, with how it ran when not plain eager float32 (graph, compile, bf16), and
-    the task when the benchmark covers several."""
+    the task and policy size when the benchmark covers several."""
     extras = [
         name
         for key, name in (("cuda_graph", "graph"), ("compile", "compile"))
@@ -150,8 +150,11 @@ def _bench_label(row: dict[str, Any], with_task: bool = False) -> str:
     ]
     if row.get("policy_precision") == "bfloat16" and row["mode"] != "env":
         extras.append("bf16")
+    varied = varied or set()
+    if "actor_hidden" in varied and row["mode"] != "env":
+        extras.append(f"mlp {row['actor_hidden']}")
     label = f"{row['mode']} ({'+'.join(extras)})" if extras else str(row["mode"])
-    return f"{row['task']} {label}" if with_task else label
+    return f"{row['task']} {label}" if "task" in varied else label
 
 
 def saturation_knees(table: pd.DataFrame) -> pd.DataFrame:

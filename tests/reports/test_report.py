@@ -309,3 +309,5 @@ def test_knee_is_where_four_times_the_envs_stop_doubling_throughput() -> None:
     }
     assert _bench_label(row) == "inference (graph+bf16)"
     assert _bench_label({"mode": "env", "cuda_graph": False}) == "env"
+    row = {"mode": "inference", "task": "arm", "actor_hidden": "256x256"}
+    assert _bench_label(row, {"task", "actor_hidden"}) == "arm inference (mlp 256x256)"
