@@ -140,10 +140,13 @@ def train_steps_per_second(config: RunConfig, iterations: int = 20) -> float:
         return train(config, run_dir=Path(tmp) / "bench").env_steps_per_second
 
 
-def launch_to_return(config: RunConfig, threshold: float) -> dict[str, float]:
+def launch_to_return(
+    config: RunConfig, threshold: float, budget: int = 100_000_000
+) -> dict[str, float]:
     """Wall time from starting a fresh ``vecbench train`` process (W&B off) to its exit,
-    stopping at the first logged mean return >= ``threshold``; the same clock as timing
-    the command in a shell."""
+    stopping at the first logged mean return >= ``threshold`` (within at least ``budget``
+    env steps); the same clock as timing the command in a shell. A run that ends without
+    reaching the threshold raises."""
     import subprocess
     import sys
 
@@ -158,6 +161,7 @@ def launch_to_return(config: RunConfig, threshold: float) -> dict[str, float]:
             sys.executable, "-m", "harness.cli", "train", "--config", str(path),
             "--wandb", "disabled", "--run-dir", str(Path(tmp) / "run"),
             "--set", f"experiment.stop_at_return={threshold}",
+            f"experiment.total_env_steps={max(config.experiment.total_env_steps, budget)}",
         ]  # fmt: skip
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True)
@@ -165,6 +169,11 @@ def launch_to_return(config: RunConfig, threshold: float) -> dict[str, float]:
         if done.returncode != 0:
             raise RuntimeError(f"launch benchmark failed:\n{done.stderr[-2000:]}")
         summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
+    if not summary["final_return"] >= threshold:
+        raise RuntimeError(
+            f"launch benchmark: the run ended at mean return {summary['final_return']:.1f} "
+            f"after {summary['env_steps']:,} env steps, short of {threshold}"
+        )
     return {
         "launch_s": launch,
         "train_s": summary["wall_time_s"],

@@ -176,7 +176,10 @@ def saturation_knees(table: pd.DataFrame) -> pd.DataFrame:
                 "exponents": " ".join(f"{e:.2f}" for e in exponent),
             }
         )
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if not out.empty:
+        out["knee_num_envs"] = out["knee_num_envs"].astype("Int64")
+    return out
 
 
 def learning(c: Collection, threshold: float | None, reps: int) -> Section | None:

@@ -81,3 +81,16 @@ def test_bad_input_is_one_clear_line(
     err = capsys.readouterr().err
     assert err.startswith(message), err
     assert "Traceback" not in err
+
+
+def test_launch_benchmark_times_a_fresh_process_to_the_threshold() -> None:
+    from harness.bench import launch_to_return
+    from harness.config import load_config
+
+    config = load_config(overrides=["env.num_envs=256", "experiment.total_env_steps=1000"])
+    row = launch_to_return(config, threshold=100.0)  # the budget is raised to reach it
+    assert row["final_return"] >= 100.0
+    assert row["launch_s"] > row["train_s"] > 0
+    assert row["env_steps"] > 1000
+    with pytest.raises(RuntimeError, match="short of 500"):
+        launch_to_return(config, threshold=500.0, budget=8192)
