@@ -64,7 +64,8 @@ def _stepper(
     """A call that advances the env, and how many env steps each call makes: one eager
     step, or with experiment.cuda_graph a replay of GRAPH_STEPS captured steps."""
     state = {"obs": obs}
-    if not config.experiment.cuda_graph:
+    wanted = config.experiment.cuda_graph
+    if wanted is False or (wanted is None and env.device.type != "cuda"):
 
         def eager() -> None:
             state["obs"] = step(state["obs"])
@@ -184,6 +185,14 @@ def launch_to_return(
     }
 
 
+def _graphed(config: RunConfig, device: torch.device, mode: str) -> bool:
+    """Whether a benchmark row ran from CUDA graphs (experiment.cuda_graph, null = auto)."""
+    wanted = config.experiment.cuda_graph
+    if mode in ("env", "inference"):
+        return bool(wanted) or (wanted is None and device.type == "cuda")
+    return bool(wanted) or (wanted is None and device.type == "cuda" and config.algo.name == "ppo")
+
+
 def run_bench(
     config: RunConfig,
     num_envs: list[int],
@@ -216,7 +225,7 @@ def run_bench(
                 "algo": cfg.algo.name,
                 "mode": mode,
                 "num_envs": n,
-                "cuda_graph": cfg.experiment.cuda_graph,
+                "cuda_graph": _graphed(cfg, device, mode),
                 "compile": cfg.experiment.compile,
                 "policy_precision": getattr(cfg.algo, "policy_precision", "float32"),
                 "actor_hidden": "x".join(map(str, getattr(cfg.algo, "actor_hidden", ()))),

@@ -32,8 +32,9 @@ class ExperimentConfig:
     checkpoint_interval: int = 50  # [iterations] between checkpoints
     run_root: str = "runs"  # where run directories are created
     stop_at_return: float | None = None  # stop once a logged mean return reaches it
-    # Replay each training iteration from one CUDA graph (CUDA, PPO, one process).
-    cuda_graph: bool = False
+    # Replay each training iteration from one CUDA graph; null (auto): on wherever it can
+    # be (PPO on one CUDA device, one process), true: on or an error saying why not.
+    cuda_graph: bool | None = None
     compile: bool = False  # torch.compile the env step
 
     def __post_init__(self) -> None:

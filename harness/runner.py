@@ -119,8 +119,7 @@ class _Training:
         self.env = make_env(config.env, device, self.env_gen)
         self.algo = make_algo(config.algo, self.env, device, self.algo_gen)
         exp = config.experiment
-        if exp.cuda_graph:
-            _check_graphable(config, device, self.rank)
+        self.use_graph = _use_graph(config, device, self.rank)
         if exp.compile:
             self.env.compile()
         self.graph: GraphedRegion | None = None
@@ -242,7 +241,7 @@ class _Training:
         side stream, then one capture, then replays."""
         if self.graph is not None:
             return self.graph()
-        if not self.config.experiment.cuda_graph:
+        if not self.use_graph:
             return self._eager_iteration(obs)
         with side_stream(self.device):
             obs, stats = self._eager_iteration(obs)
@@ -338,16 +337,19 @@ class _NullStore:
         pass
 
 
-def _check_graphable(config: RunConfig, device: torch.device, rank: distributed.Rank) -> None:
+def _use_graph(config: RunConfig, device: torch.device, rank: distributed.Rank) -> bool:
+    """Whether training iterations replay from a CUDA graph (experiment.cuda_graph)."""
+    why_not = None
     if device.type != "cuda":
-        raise ConfigError(f"experiment.cuda_graph needs a CUDA device, got {device}")
-    if config.algo.name != "ppo":
-        raise ConfigError(
-            f"experiment.cuda_graph supports algo ppo only, got {config.algo.name} "
-            "(its update reads host-side counters)"
-        )
-    if rank.world_size > 1:
-        raise ConfigError("experiment.cuda_graph runs in one process; unset it under torchrun")
+        why_not = f"needs a CUDA device, got {device}"
+    elif config.algo.name != "ppo":
+        why_not = f"supports algo ppo only, got {config.algo.name} (its update reads host counters)"
+    elif rank.world_size > 1:
+        why_not = "runs in one process; set it false under torchrun"
+    wanted = config.experiment.cuda_graph
+    if wanted and why_not:
+        raise ConfigError(f"experiment.cuda_graph {why_not}")
+    return wanted is not False and why_not is None
 
 
 def _without_tracking(config: RunConfig) -> RunConfig:

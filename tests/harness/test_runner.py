@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness.config import load_config
-from harness.errors import RunDirError
+from harness.errors import ConfigError, RunDirError
 from harness.evaluate import evaluate
 from harness.runner import resume, train
 from harness.tracking import RunStore
@@ -170,3 +170,12 @@ def test_eval_on_a_harder_env_scores_lower(trained_run) -> None:
         overrides=["env.randomization.pole_length={low: 0.05, high: 0.1}"],
     )
     assert harder.mean_return < 400 and not math.isnan(harder.mean_return)
+
+
+def test_cuda_graph_true_on_cpu_is_a_config_error_before_any_file(tmp_path: Path) -> None:
+    config = load_config(
+        overrides=["tracking.wandb=disabled", "experiment.device=cpu", "experiment.cuda_graph=true"]
+    )
+    with pytest.raises(ConfigError, match="experiment.cuda_graph needs a CUDA device, got cpu"):
+        train(config, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
