@@ -19,6 +19,7 @@ from algos.distributed import average_gradients
 from algos.networks import Activation, mlp
 from algos.replay import ReplayBuffer
 from envs.base import ActionSpace, EnvStep
+from envs.wrappers import RunningMeanStd
 from harness.errors import FieldError
 
 
@@ -37,6 +38,7 @@ class OffPolicyConfig:
     hidden: tuple[int, ...] = (256, 256)
     activation: Activation = "relu"
     max_grad_norm: float = 10.0
+    normalize_observations: bool = True  # running mean/std, as PPO; raw obs in the buffer
 
     def __post_init__(self) -> None:
         for key in ("num_steps", "updates_per_iteration", "batch_size", "buffer_size"):
@@ -97,6 +99,7 @@ class OffPolicy(Algorithm):
         self.action_size = action_space.shape
         self.steps_per_update = config.num_steps
         self.buffer = ReplayBuffer(config.buffer_size, obs_size, self.action_size, device)
+        self.obs_norm = RunningMeanStd(obs_size).to(device)
         self.env_steps = 0  # host count of vectorised steps seen (per env)
         self.updates = 0
         self.last_obs: torch.Tensor | None = None
@@ -106,10 +109,15 @@ class OffPolicy(Algorithm):
     def learning(self) -> bool:
         return self.env_steps * self.num_envs >= self.config.learning_starts
 
+    def _norm(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.obs_norm(obs) if self.config.normalize_observations else obs
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.config.normalize_observations:
+            self.obs_norm.update(obs)
         if self.learning:
-            actions = self._explore(obs)
+            actions = self._explore(self._norm(obs))
         else:
             actions = (
                 torch.rand(
@@ -136,6 +144,8 @@ class OffPolicy(Algorithm):
         totals: dict[str, torch.Tensor] = {}
         for _ in range(self.config.updates_per_iteration):
             batch = self.buffer.sample(self.config.batch_size, self.generator)
+            batch["obs"] = self._norm(batch["obs"])
+            batch["next_obs"] = self._norm(batch["next_obs"])
             stats = self._update_step(batch)
             self.updates += 1
             for key, value in stats.items():
@@ -152,8 +162,16 @@ class OffPolicy(Algorithm):
         nn.utils.clip_grad_norm_(module.parameters(), self.config.max_grad_norm)
         optimizer.step()
 
+    @torch.no_grad()
+    def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self._policy(self._norm(obs), deterministic)
+
     @abstractmethod
-    def _explore(self, obs: torch.Tensor) -> torch.Tensor: ...
+    def _explore(self, nobs: torch.Tensor) -> torch.Tensor:
+        """Exploring actions for normalised observations."""
+
+    @abstractmethod
+    def _policy(self, nobs: torch.Tensor, deterministic: bool) -> torch.Tensor: ...
 
     @abstractmethod
     def _update_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
@@ -166,6 +184,7 @@ class OffPolicy(Algorithm):
         out: dict[str, Any] = {}
         for name, obj in self._modules().items():
             out[name] = obj.state_dict() if hasattr(obj, "state_dict") else obj.clone()
+        out["obs_norm"] = self.obs_norm.state_dict()
         out["counters"] = {"env_steps": self.env_steps, "updates": self.updates}
         return out
 
@@ -175,5 +194,6 @@ class OffPolicy(Algorithm):
                 obj.load_state_dict(state[name])
             else:
                 obj.copy_(state[name])
+        self.obs_norm.load_state_dict(state["obs_norm"])
         self.env_steps = state["counters"]["env_steps"]
         self.updates = state["counters"]["updates"]

@@ -88,9 +88,8 @@ class SAC(OffPolicy):
     def _explore(self, obs: torch.Tensor) -> torch.Tensor:
         return self.actor(obs, self.generator)[0]
 
-    @torch.no_grad()
-    def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        return self.actor.mode(obs) if deterministic else self.actor(obs, None)[0]
+    def _policy(self, nobs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        return self.actor.mode(nobs) if deterministic else self.actor(nobs, None)[0]
 
     def _update_step(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c = self.config

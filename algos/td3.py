@@ -63,9 +63,8 @@ class TD3(OffPolicy):
         action = self.actor(obs)
         return (action + self._noise(action.shape, self.config.exploration_noise)).clamp(-1, 1)
 
-    @torch.no_grad()
-    def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        return self._explore(obs) if not deterministic else self.actor(obs)
+    def _policy(self, nobs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        return self._explore(nobs) if not deterministic else self.actor(nobs)
 
     def _update_step(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c = self.config

@@ -156,3 +156,38 @@ def test_off_policy_runs_through_the_runner_and_resumes(name: str, tmp_path) -> 
     assert "critic_loss" in metrics.splitlines()[0]
     again = resume(tmp_path / "run", ["experiment.total_env_steps=2048"])
     assert again.env_steps == 2048
+
+
+TD3_CARTPOLE = [
+    "tracking.wandb=disabled",
+    "algo.name=td3",
+    "env.action_type=continuous",
+    "env.num_envs=64",
+    "algo.hidden=[128, 128]",
+    "algo.batch_size=512",
+    "algo.updates_per_iteration=2",
+    "algo.actor_lr=1e-4",
+    "algo.exploration_noise=0.3",
+    "algo.learning_starts=20000",
+    "experiment.log_interval=100",
+]
+
+
+@pytest.mark.slow
+def test_td3_solves_continuous_cartpole(tmp_path) -> None:
+    """Solved: a logged mean return >= 475 (CartPole-v1's threshold) within 300k env steps,
+    and the greedy policy holds it over 100 evaluation episodes."""
+    from harness.config import load_config
+    from harness.evaluate import evaluate
+    from harness.runner import train
+
+    config = load_config(
+        overrides=[
+            *TD3_CARTPOLE,
+            "experiment.total_env_steps=300000",
+            "experiment.stop_at_return=475",
+        ]
+    )
+    result = train(config, run_dir=tmp_path / "run")
+    assert result.final_return >= 475, result
+    assert evaluate(result.run_dir, episodes=100).mean_return >= 475
