@@ -23,9 +23,11 @@ demo: $(STAMP)
 	$(BIN)/vecbench report runs/studies/demo runs/bench/demo.json -o runs/reports/demo --threshold 475 --title "vecbench demo"
 
 # Lint, then the whole suite (CPU; gpu-marked tests are deselected without CUDA). The
-# study tests start a private PostgreSQL on loopback from Debian's package (installed if missing).
+# study tests start a private PostgreSQL on loopback and the report test opens the HTML in
+# Chromium, both Debian's packages (installed if missing).
 test: $(STAMP)
 	bash tests/services/ensure-postgres.sh
+	bash tests/services/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
