@@ -39,3 +39,27 @@ def test_ppo_reaches_the_target_in_80_percent_of_episodes(tmp_path: Path) -> Non
     greedy = evaluate(result.run_dir, episodes=500)
     assert greedy.metrics["success"] >= 0.8, greedy
     assert greedy.metrics["final_distance"] < 0.05, greedy
+
+
+@pytest.mark.slow
+def test_td3_reaches_the_target_in_80_percent_of_episodes(tmp_path: Path) -> None:
+    """TD3 with the recipe that solves continuous cartpole (tests/algos/test_offpolicy.py)."""
+    config = load_config(
+        overrides=[
+            "tracking.wandb=disabled",
+            "env.name=arm",
+            "algo.name=td3",
+            "env.num_envs=64",
+            "algo.hidden=[128, 128]",
+            "algo.batch_size=512",
+            "algo.updates_per_iteration=2",
+            "algo.actor_lr=1e-4",
+            "algo.exploration_noise=0.3",
+            "algo.learning_starts=20000",
+            "experiment.total_env_steps=300000",
+            "experiment.log_interval=100",
+        ]
+    )
+    result = train(config, run_dir=tmp_path / "run")
+    greedy = evaluate(result.run_dir, episodes=500)
+    assert greedy.metrics["success"] >= 0.8, greedy
