@@ -58,8 +58,22 @@ def run_file(run_dir: Path) -> Path:
     return files[-1]
 
 
-def logged_config(path: Path) -> dict[str, Any]:
-    """The config the run was given (W&B stores each top-level key as a JSON value)."""
+def logged_config(path: Path, wait_s: float = 20.0) -> dict[str, Any]:
+    """The config the run was given (W&B stores each top-level key as a JSON value).
+
+    W&B's service writes the file asynchronously; on a loaded machine the config record
+    can land after ``finish()`` returns, so the file is read again until it is there."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        config = _config_records(path)
+        if config or time.monotonic() > deadline:
+            return config
+        time.sleep(0.5)
+
+
+def _config_records(path: Path) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for record in read_records(path):
         kind = record.WhichOneof("record_type")
