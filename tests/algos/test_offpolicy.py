@@ -13,6 +13,7 @@ from envs.cartpole import Cartpole, CartpoleConfig
 from harness.config import load_config
 from harness.errors import ConfigError
 from harness.registry import make_algo, make_env
+from tests.helpers.recipes import TD3_RECIPE
 
 CPU = torch.device("cpu")
 
@@ -158,19 +159,7 @@ def test_off_policy_runs_through_the_runner_and_resumes(name: str, tmp_path) -> 
     assert again.env_steps == 2048
 
 
-TD3_CARTPOLE = [
-    "tracking.wandb=disabled",
-    "algo.name=td3",
-    "env.action_type=continuous",
-    "env.num_envs=64",
-    "algo.hidden=[128, 128]",
-    "algo.batch_size=512",
-    "algo.updates_per_iteration=2",
-    "algo.actor_lr=1e-4",
-    "algo.exploration_noise=0.3",
-    "algo.learning_starts=20000",
-    "experiment.log_interval=100",
-]
+TD3_CARTPOLE = [*TD3_RECIPE, "env.action_type=continuous"]
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import pytest
 from harness.config import load_config
 from harness.evaluate import evaluate
 from harness.runner import train
+from tests.helpers.recipes import TD3_RECIPE
 
 ARM_PPO = [
     "tracking.wandb=disabled",
@@ -45,20 +46,7 @@ def test_ppo_reaches_the_target_in_80_percent_of_episodes(tmp_path: Path) -> Non
 def test_td3_reaches_the_target_in_80_percent_of_episodes(tmp_path: Path) -> None:
     """TD3 with the recipe that solves continuous cartpole (tests/algos/test_offpolicy.py)."""
     config = load_config(
-        overrides=[
-            "tracking.wandb=disabled",
-            "env.name=arm",
-            "algo.name=td3",
-            "env.num_envs=64",
-            "algo.hidden=[128, 128]",
-            "algo.batch_size=512",
-            "algo.updates_per_iteration=2",
-            "algo.actor_lr=1e-4",
-            "algo.exploration_noise=0.3",
-            "algo.learning_starts=20000",
-            "experiment.total_env_steps=300000",
-            "experiment.log_interval=100",
-        ]
+        overrides=[*TD3_RECIPE, "env.name=arm", "experiment.total_env_steps=300000"]
     )
     result = train(config, run_dir=tmp_path / "run")
     greedy = evaluate(result.run_dir, episodes=500)
