@@ -32,6 +32,51 @@ class ActionSpace:
     high: float = 1.0
 
 
+class StepInfo(dict):
+    """A step's info dict whose values may be computed on first use: a fused step leaves
+    ``final_obs`` as a function of what it wrote, so a caller that never reads it never
+    pays for the [N, O] tensor."""
+
+    def __init__(self, **lazy: Callable[[], torch.Tensor]) -> None:
+        super().__init__()
+        self._lazy = lazy
+
+    def _materialise(self) -> None:
+        for key in list(self._lazy):
+            self[key]
+
+    def __missing__(self, key: str) -> torch.Tensor:
+        if key not in self._lazy:
+            raise KeyError(key)
+        value = self[key] = self._lazy.pop(key)()
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._lazy or super().__contains__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self._materialise()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        return len(self._lazy) + super().__len__()
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        self._materialise()
+        return super().keys()
+
+    def values(self):  # type: ignore[no-untyped-def]
+        self._materialise()
+        return super().values()
+
+    def items(self):  # type: ignore[no-untyped-def]
+        self._materialise()
+        return super().items()
+
+
 @dataclass(frozen=True)
 class EnvStep:
     """One batched transition.
@@ -42,6 +87,10 @@ class EnvStep:
     truncated: [N] bool, the time limit ended it (bootstrap from ``info["final_obs"]``).
     info: ``final_obs`` [N, O] (the observation before any reset); ``final_metrics``
         [N, F] (the task's ``final_metrics`` of that state, for tasks that have some).
+        Values may be computed on first access (`StepInfo`).
+
+    A fused step may return ``obs`` and ``reward`` that the env itself reads or reuses:
+    treat them as read-only (copy before changing them in place).
     """
 
     obs: torch.Tensor
@@ -103,11 +152,11 @@ class EpisodeStatistics:
         self.running_return = torch.zeros(num_envs, device=device)  # [N]
         self.running_length = torch.zeros(num_envs, device=device)  # [N]
         self.running_terms = torch.zeros(num_envs, k, device=device)  # [N, K]
-        # Sums over the episodes finished since the last `read`.
-        self.count = torch.zeros((), device=device)
-        self.return_sum = torch.zeros((), device=device)
-        self.length_sum = torch.zeros((), device=device)
-        self.terms_sum = torch.zeros(k, device=device)  # [K]
+        # Sums over the episodes finished since the last `read`: [count, return, length,
+        # terms...] in one tensor (fused env kernels add to it), and views of its parts.
+        self.sums = torch.zeros(3 + k, device=device)  # [3 + K]
+        self.count, self.return_sum, self.length_sum = self.sums[0], self.sums[1], self.sums[2]
+        self.terms_sum = self.sums[3:]  # [K]
         # Last interval's means, kept when an interval finishes no episode.
         self.last_means = torch.full((2 + k,), math.nan, device=device)  # [2 + K]
 
@@ -142,11 +191,7 @@ class EpisodeStatistics:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """([2 + K] episode means (return, length, terms...), count) since the last
         reset_interval; ``reduce`` sums the sums over data-parallel ranks."""
-        sums = torch.cat(
-            [self.count.view(1), self.return_sum.view(1), self.length_sum.view(1), self.terms_sum]
-        )
-        if reduce is not None:
-            sums = reduce(sums)
+        sums = self.sums.clone() if reduce is None else reduce(self.sums.clone())
         count = sums[0]
         fresh = sums[1:] / count.clamp(min=1.0)
         return torch.where(count > 0, fresh, self.last_means), count
@@ -163,8 +208,7 @@ class EpisodeStatistics:
             out[name] = means[2 + len(self.term_names) + i]
         out["episodes"] = count
         self.last_means.copy_(means)
-        for t in (self.count, self.return_sum, self.length_sum, self.terms_sum):
-            t.zero_()
+        self.sums.zero_()
         return out
 
 
@@ -255,6 +299,14 @@ class VecEnv(ABC):
     def compile(self) -> None:
         """Replace `step` by its torch.compile'd version (fused kernels on CUDA)."""
         self.step = torch.compile(self.step, dynamic=False)  # type: ignore[method-assign]
+
+    def fused_step_unavailable(self) -> str | None:
+        """Why `fuse` cannot run here (None: it can). Tasks with a fused kernel override."""
+        return f"{self.config.name} has no fused step kernel"
+
+    def fuse(self) -> None:
+        """Replace `step` by the task's one-kernel CUDA step (same results as `step`)."""
+        raise NotImplementedError(self.fused_step_unavailable())
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Every tensor that `step` replaces rather than updates in place, by name. A CUDA

@@ -21,6 +21,7 @@ FORCE_MAG = 10.0  # [N]
 TAU = 0.02  # control period [s]
 X_THRESHOLD = 2.4  # [m]
 THETA_THRESHOLD = 12 * 2 * math.pi / 360  # [rad]
+STATE_NAMES = ("x", "x_dot", "theta", "theta_dot")
 RESET_BOUND = 0.05  # initial state ~ U(-0.05, 0.05) in every coordinate
 
 # Nominal physics parameters, each a per-env [N] tensor that randomisation can vary.
@@ -60,6 +61,8 @@ class Cartpole(VecEnv):
         super().__init__(config, device, generator)
         self.state = self._sample_initial_state(self.num_envs)
         self._ones = torch.ones(self.num_envs, device=device)  # [N] reward of one step
+        self._packed: torch.Tensor | None = None  # see packed_state
+        self._packed_views: tuple[torch.Tensor, ...] = ()
 
     def _sample_initial_state(self, n: int) -> dict[str, torch.Tensor]:
         u = self.random.uniform(4, n)  # [4, n]
@@ -101,8 +104,54 @@ class Cartpole(VecEnv):
         s = self.state
         return torch.stack([s["x"], s["x_dot"], s["theta"], s["theta_dot"]], dim=1)  # [N, 4]
 
+    def fused_step_unavailable(self) -> str | None:
+        if self.device.type != "cuda":
+            return f"the fused cartpole step needs a CUDA device, got {self.device}"
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "the fused cartpole step needs Triton (pip install triton)"
+        return None
+
+    def fuse(self) -> None:
+        why_not = self.fused_step_unavailable()
+        if why_not:
+            raise NotImplementedError(why_not)
+        from envs.cartpole_triton import FusedCartpoleStep
+
+        self.step = FusedCartpoleStep(self)  # type: ignore[method-assign]
+
+    def packed_state(self) -> torch.Tensor:
+        """The state as one [N, 4] tensor (x, x_dot, theta, theta_dot per row): the one
+        whose columns ``self.state`` already views, else a new one."""
+        if self._packed_is_state():
+            return self._packed
+        return torch.stack([self.state[k] for k in STATE_NAMES], dim=1)
+
+    def _packed_is_state(self) -> bool:
+        return self._packed is not None and all(
+            self.state[k] is v for k, v in zip(STATE_NAMES, self._packed_views, strict=True)
+        )
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = super().tensors()
+        if self._packed_is_state():  # one [N, 4] tensor to carry over, not four views
+            for k in STATE_NAMES:
+                del out[f"state.{k}"]
+            out["state.packed"] = self._packed
+        return out
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().load_tensors({k: v for k, v in tensors.items() if k != "state.packed"})
+        if "state.packed" in tensors:
+            self.set_packed_state(tensors["state.packed"])
+
+    def set_packed_state(self, packed: torch.Tensor) -> None:
+        """Make the columns of ``packed`` [N, 4] the state (no copy)."""
+        self._packed = packed
+        self._packed_views = packed.unbind(1)
+        self.state = dict(zip(STATE_NAMES, self._packed_views, strict=True))
+
     def set_state(self, obs: torch.Tensor) -> None:
         """Place every env in the given state [N, 4] (tests and evaluation)."""
-        self.state = {
-            k: obs[:, i].clone() for i, k in enumerate(("x", "x_dot", "theta", "theta_dot"))
-        }
+        self.state = {k: obs[:, i].clone() for i, k in enumerate(STATE_NAMES)}

@@ -22,7 +22,7 @@ from harness.config import RunConfig
 from harness.device import device_name, make_generators, resolve_device
 from harness.errors import ConfigError
 from harness.graphs import GraphedRegion, side_stream
-from harness.registry import make_algo, make_env
+from harness.registry import env_stepping, make_algo, make_env, speed_up_env
 from harness.runner import train
 from harness.tracking import environment_meta
 
@@ -86,12 +86,13 @@ def _stepper(
     return (lambda: graph()), GRAPH_STEPS
 
 
-def _compile(config: RunConfig, env: Any) -> None:
-    if config.experiment.compile:
+def _speed_up(config: RunConfig, env: Any) -> None:
+    exp = config.experiment
+    if exp.compile:
         import torch._dynamo
 
         torch._dynamo.reset()  # each benchmark its own compile: no recompile limit reached
-        env.compile()
+    speed_up_env(env, exp.fused_env, exp.compile)
 
 
 def env_steps_per_second(config: RunConfig, warmup: int = 20, steps: int = 200) -> float:
@@ -99,7 +100,7 @@ def env_steps_per_second(config: RunConfig, warmup: int = 20, steps: int = 200) 
     device = resolve_device(config.experiment.device)
     env_gen, _ = make_generators(config.experiment.seed, device)
     env = make_env(config.env, device, env_gen)
-    _compile(config, env)
+    _speed_up(config, env)
     actions = _random_actions(env, env_gen)
     call, per_call = _stepper(config, lambda obs: env.step(actions).obs, env, env.reset())
     calls = max(1, steps // per_call)
@@ -108,15 +109,17 @@ def env_steps_per_second(config: RunConfig, warmup: int = 20, steps: int = 200) 
 
 
 def inference_steps_per_second(config: RunConfig, warmup: int = 20, steps: int = 200) -> float:
-    """Env stepping with the (untrained) policy choosing every action."""
+    """Env stepping with the (untrained) policy choosing every action; experiment.compile
+    compiles the policy too."""
     device = resolve_device(config.experiment.device)
     env_gen, algo_gen = make_generators(config.experiment.seed, device)
     env = make_env(config.env, device, env_gen)
-    _compile(config, env)
+    _speed_up(config, env)
     algo = make_algo(config.algo, env, device, algo_gen)
+    policy = torch.compile(algo.policy) if config.experiment.compile else algo.policy
 
     def step(obs: torch.Tensor) -> torch.Tensor:
-        return env.step(algo.policy(obs, deterministic=False)).obs
+        return env.step(policy(obs, deterministic=False)).obs
 
     with torch.no_grad():
         call, per_call = _stepper(config, step, env, env.reset())
@@ -193,6 +196,12 @@ def _graphed(config: RunConfig, device: torch.device, mode: str) -> bool:
     return bool(wanted) or (wanted is None and device.type == "cuda" and config.algo.name == "ppo")
 
 
+def _env_stepping(config: RunConfig, device: torch.device) -> str:
+    """How a benchmark row's env stepped: "fused", "compiled" or "eager"."""
+    env = make_env(dataclasses.replace(config.env, num_envs=1), device, torch.Generator(device))
+    return env_stepping(env, config.experiment.fused_env, config.experiment.compile)
+
+
 def run_bench(
     config: RunConfig,
     num_envs: list[int],
@@ -227,6 +236,7 @@ def run_bench(
                 "num_envs": n,
                 "cuda_graph": _graphed(cfg, device, mode),
                 "compile": cfg.experiment.compile,
+                "env_stepping": _env_stepping(cfg, device),
                 "policy_precision": getattr(cfg.algo, "policy_precision", "float32"),
                 "actor_hidden": "x".join(map(str, getattr(cfg.algo, "actor_hidden", ()))),
                 "steps_per_second": rate,

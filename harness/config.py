@@ -36,6 +36,9 @@ class ExperimentConfig:
     # be (PPO on one CUDA device, one process), true: on or an error saying why not.
     cuda_graph: bool | None = None
     compile: bool = False  # torch.compile the env step
+    # The task's one-kernel step (Triton, CUDA); null (auto): wherever the task has one and
+    # it can run, true: on or an error saying why not. It takes precedence over compile.
+    fused_env: bool | None = None
 
     def __post_init__(self) -> None:
         for key in ("total_env_steps", "log_interval", "checkpoint_interval"):

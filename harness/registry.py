@@ -36,6 +36,27 @@ def make_env(config: Any, device: torch.device, generator: torch.Generator) -> V
         raise ConfigError(f"env.{err.key} {err.message}") from None
 
 
+def env_stepping(env: VecEnv, fused_env: bool | None, compile: bool) -> str:
+    """How ``env`` steps under experiment.fused_env and experiment.compile: "fused" (its
+    one-kernel step, when wanted and available), "compiled" or "eager"."""
+    why_not = env.fused_step_unavailable()
+    if fused_env and why_not:
+        raise ConfigError(f"experiment.fused_env: {why_not}")
+    if fused_env is not False and why_not is None:
+        return "fused"
+    return "compiled" if compile else "eager"
+
+
+def speed_up_env(env: VecEnv, fused_env: bool | None, compile: bool) -> str:
+    """Apply `env_stepping`'s choice to ``env``; returns it."""
+    how = env_stepping(env, fused_env, compile)
+    if how == "fused":
+        env.fuse()
+    elif how == "compiled":
+        env.compile()
+    return how
+
+
 def make_algo(
     config: Any, env: VecEnv, device: torch.device, generator: torch.Generator
 ) -> Algorithm:

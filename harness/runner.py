@@ -25,7 +25,7 @@ from harness.config import RunConfig, config_hash
 from harness.device import device_name, make_generators
 from harness.errors import ConfigError, RunDirError
 from harness.graphs import GraphedRegion, side_stream
-from harness.registry import make_algo, make_env
+from harness.registry import make_algo, make_env, speed_up_env
 from harness.tracking import RunStore, WandbTracker, environment_meta
 
 log = logging.getLogger("vecbench")
@@ -71,6 +71,8 @@ def train(
             run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
             meta = environment_meta(device, device_name(device))
             meta["world_size"] = rank.world_size
+            meta["env_stepping"] = training.env_stepping
+            meta["cuda_graph"] = training.use_graph
             if context:
                 meta["context"] = dict(context)
             store = RunStore.create(run_dir, config, meta)
@@ -120,8 +122,7 @@ class _Training:
         self.algo = make_algo(config.algo, self.env, device, self.algo_gen)
         exp = config.experiment
         self.use_graph = _use_graph(config, device, self.rank)
-        if exp.compile:
-            self.env.compile()
+        self.env_stepping = speed_up_env(self.env, exp.fused_env, exp.compile)
         self.graph: GraphedRegion | None = None
         self.graph_warmup = 0  # eager iterations run so far toward the capture
         # Env steps of one iteration over all ranks (each steps env.num_envs envs).

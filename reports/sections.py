@@ -141,13 +141,15 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
 
 
 def _bench_label(row: dict[str, Any], varied: set[str] | None = None) -> str:
-    """The mode, with how it ran when not plain eager float32 (graph, compile, bf16), and
-    the task and policy size when the benchmark covers several."""
-    extras = [
-        name
-        for key, name in (("cuda_graph", "graph"), ("compile", "compile"))
-        if row.get(key) is True
-    ]
+    """The mode, with how it ran when not plain eager float32 (graph, fused env kernel or
+    compile, bf16), and the task and policy size when the benchmark covers several."""
+    extras = ["graph"] if row.get("cuda_graph") is True else []
+    stepping = row.get("env_stepping")  # absent (or NaN) in rows older than fused kernels
+    stepping = stepping if isinstance(stepping, str) else None
+    if stepping == "fused":
+        extras.append("fused")
+    elif stepping == "compiled" or (stepping is None and row.get("compile") is True):
+        extras.append("compile")
     if row.get("policy_precision") == "bfloat16" and row["mode"] != "env":
         extras.append("bf16")
     varied = varied or set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -155,10 +157,77 @@ def _cartpole_randomized(n: int) -> CartpoleConfig:
     )
 
 
-@pytest.mark.parametrize("compiled", [False, True])
-def test_graphed_env_steps_equal_eager_steps(compiled: bool) -> None:
+@pytest.mark.parametrize("action_type", ["discrete", "continuous"])
+def test_fused_cartpole_step_equals_the_eager_step(action_type: str) -> None:
+    """The Triton step against VecEnv.step, both on CUDA: every output, the parameters
+    redrawn on reset (uniform, log-uniform, scaled), counters and episode statistics, for
+    a batch that is not a multiple of the kernel's block."""
+    n = 5000
+    randomization = {
+        "pole_mass": ParamRange(0.05, 0.2),
+        "gravity": ParamRange(0.5, 1.5, "log_uniform", "scale"),
+        "motor_gain": ParamRange(0.8, 1.2, operation="scale"),
+    }
+    config = CartpoleConfig(
+        num_envs=n, max_episode_steps=40, action_type=action_type, randomization=randomization
+    )
+    eager, fused = (Cartpole(config, CUDA, torch.Generator(CUDA).manual_seed(3)) for _ in "ab")
+    fused.fuse()
+    eager.reset(), fused.reset()
+    g = torch.Generator(CUDA).manual_seed(0)
+    for _ in range(150):
+        if action_type == "discrete":
+            actions = torch.randint(0, 2, (n,), device=CUDA, generator=g)
+        else:  # beyond [-1, 1] too: the step clips
+            actions = torch.rand(n, 1, device=CUDA, generator=g) * 2.4 - 1.2
+        a, b = eager.step(actions), fused.step(actions)
+        torch.testing.assert_close(b.obs, a.obs, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b.info["final_obs"], a.info["final_obs"], atol=1e-5, rtol=1e-5)
+        for name in ("reward", "terminated", "truncated"):
+            assert torch.equal(getattr(b, name), getattr(a, name)), name
+        for name, value in eager.params.items():
+            torch.testing.assert_close(fused.params[name], value, atol=0, rtol=1e-6)
+        assert torch.equal(fused.episode_step, eager.episode_step)
+        assert torch.equal(fused.random.counter, eager.random.counter)
+    a_stats, b_stats = eager.stats.reset_interval(), fused.stats.reset_interval()
+    assert a_stats["episodes"] > 10_000
+    for name, value in a_stats.items():
+        torch.testing.assert_close(b_stats[name], value, atol=0, rtol=1e-6)
+
+
+def test_fused_step_is_one_kernel_and_the_default_on_cuda(tmp_path) -> None:
+    config = load_config(
+        overrides=[
+            "tracking.wandb=disabled",
+            "experiment.device=cuda",
+            "experiment.total_env_steps=65536",
+            "env.num_envs=4096",
+        ]
+    )
+    run = tmp_path / "run"
+    train(config, run_dir=run)
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["env_stepping"] == "fused" and meta["cuda_graph"] is True
+
+    env = Cartpole(CartpoleConfig(num_envs=4096), CUDA, torch.Generator(CUDA).manual_seed(0))
+    env.fuse()
+    actions = torch.zeros(4096, dtype=torch.int64, device=CUDA)
+    env.step(actions)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            env.step(actions)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert kernels == ["_cartpole_step"], kernels
+
+
+@pytest.mark.parametrize("how", ["eager", "compiled", "fused"])
+def test_graphed_env_steps_equal_eager_steps(how: str) -> None:
     """Replays of a captured 16-step region (resets and randomisation included) give the
-    eager trajectory; with compile the fused kernels agree to float32 rounding."""
+    eager trajectory; compiled or fused, the kernels agree to float32 rounding."""
     from harness.graphs import GraphedRegion, side_stream
 
     n = 4096
@@ -166,8 +235,10 @@ def test_graphed_env_steps_equal_eager_steps(compiled: bool) -> None:
 
     def run(graphed: bool) -> list[torch.Tensor]:
         env = Cartpole(_cartpole_randomized(n), CUDA, torch.Generator(CUDA).manual_seed(3))
-        if compiled and graphed:
+        if how == "compiled" and graphed:
             env.compile()
+        if how == "fused" and graphed:
+            env.fuse()
         obs = env.reset()
 
         def region(o: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -192,7 +263,7 @@ def test_graphed_env_steps_equal_eager_steps(compiled: bool) -> None:
 
     eager, graphed = run(False), run(True)
     for a, b in zip(eager, graphed, strict=True):
-        if compiled:
+        if how != "eager":
             torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
         else:
             torch.testing.assert_close(b, a, atol=0, rtol=0)

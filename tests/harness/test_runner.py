@@ -179,3 +179,21 @@ def test_cuda_graph_true_on_cpu_is_a_config_error_before_any_file(tmp_path: Path
     with pytest.raises(ConfigError, match="experiment.cuda_graph needs a CUDA device, got cpu"):
         train(config, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_fused_env_true_where_it_cannot_run_is_a_config_error(tmp_path: Path) -> None:
+    def config(*overrides: str):
+        return load_config(
+            overrides=["tracking.wandb=disabled", "experiment.device=cpu", *overrides]
+        )
+
+    with pytest.raises(ConfigError, match="experiment.fused_env: .* needs a CUDA device, got cpu"):
+        train(config("experiment.fused_env=true"), run_dir=tmp_path / "a")
+    with pytest.raises(ConfigError, match="experiment.fused_env: arm has no fused step kernel"):
+        train(config("experiment.fused_env=true", "env.name=arm"), run_dir=tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # Left to auto, a CPU run steps the plain torch env and says so.
+    run = tmp_path / "c"
+    train(config("experiment.total_env_steps=2048", "experiment.compile=false"), run_dir=run)
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["env_stepping"] == "eager" and meta["cuda_graph"] is False

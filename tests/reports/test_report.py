@@ -4,6 +4,7 @@ numbers traced back to the files the runs wrote."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -309,5 +310,9 @@ def test_knee_is_where_four_times_the_envs_stop_doubling_throughput() -> None:
     }
     assert _bench_label(row) == "inference (graph+bf16)"
     assert _bench_label({"mode": "env", "cuda_graph": False}) == "env"
+    fused = {"mode": "env", "cuda_graph": True, "compile": True, "env_stepping": "fused"}
+    assert _bench_label(fused) == "env (graph+fused)"  # the kernel, not the compiler, ran
+    older = {"mode": "env", "cuda_graph": True, "compile": True, "env_stepping": math.nan}
+    assert _bench_label(older) == "env (graph+compile)"
     row = {"mode": "inference", "task": "arm", "actor_hidden": "256x256"}
     assert _bench_label(row, {"task", "actor_hidden"}) == "arm inference (mlp 256x256)"
