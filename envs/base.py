@@ -153,10 +153,9 @@ class EpisodeStatistics:
         self.running_length = torch.zeros(num_envs, device=device)  # [N]
         self.running_terms = torch.zeros(num_envs, k, device=device)  # [N, K]
         # Sums over the episodes finished since the last `read`: [count, return, length,
-        # terms...] in one tensor (fused env kernels add to it), and views of its parts.
+        # terms...] in one tensor (fused env kernels add to it). Steps update it whole, never
+        # through views: compiled steps slow down when they mutate aliasing tensors.
         self.sums = torch.zeros(3 + k, device=device)  # [3 + K]
-        self.count, self.return_sum, self.length_sum = self.sums[0], self.sums[1], self.sums[2]
-        self.terms_sum = self.sums[3:]  # [K]
         # Last interval's means, kept when an interval finishes no episode.
         self.last_means = torch.full((2 + k,), math.nan, device=device)  # [2 + K]
 
@@ -177,10 +176,15 @@ class EpisodeStatistics:
             self.running_terms[:, :-f] += terms
             self.running_terms[:, -f:] = final
         finished = done.to(reward.dtype)  # [N]
-        self.count += finished.sum()
-        self.return_sum += (self.running_return * finished).sum()
-        self.length_sum += (self.running_length * finished).sum()
-        self.terms_sum += (self.running_terms * finished.unsqueeze(1)).sum(0)
+        ended = torch.cat(
+            [
+                finished.sum().view(1),
+                (self.running_return * finished).sum().view(1),
+                (self.running_length * finished).sum().view(1),
+                (self.running_terms * finished.unsqueeze(1)).sum(0),
+            ]
+        )
+        self.sums += ended
         keep = 1.0 - finished
         self.running_return *= keep
         self.running_length *= keep
