@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH)"
 	$(BIN)/pip install -e ".[test]"
+	$(BIN)/pip install --no-deps "mujoco-mjx==3.17.0"
 	touch $(STAMP)
 
 # The main job on the embedded defaults (CPU if no GPU, W&B offline): a small study of PPO on

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import torch
 
-from envs.base import ActionSpace, EnvConfig, VecEnv
+from envs.base import ActionSpace, EnvConfig, TensorTask
 from envs.rigid_body import ChainDynamics, Scales, load_chain
 from harness.errors import FieldError
 
@@ -60,7 +60,7 @@ class ArmConfig(EnvConfig):
             raise FieldError("success_tolerance", f"must be > 0, got {self.success_tolerance}")
 
 
-class Arm(VecEnv):
+class Arm(TensorTask):
     """N arms; state: joint positions and velocities [N, 4], targets [N, 3]."""
 
     observation_size = 17

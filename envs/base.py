@@ -219,15 +219,20 @@ class EpisodeStatistics:
 class VecEnv(ABC):
     """A batch of ``num_envs`` copies of one task, stepped together on one device.
 
-    Subclasses define the physics (`_physics_step`), the named reward terms, termination
-    and the reset state; this base class does auto-reset, time limits, randomisation of
-    the per-env parameters and episode statistics.
+    The contract every task keeps: `reset`, `step` with auto-reset, time limits and
+    episode statistics, per-env parameters drawn by the shared `Randomizer`. Tasks written
+    in torch subclass `TensorTask`, which supplies `reset` and `step` from a few hooks;
+    tasks simulated elsewhere (MJX) implement `reset` and `step` themselves.
     """
 
     observation_size: int
     action_space: ActionSpace
     reward_terms: tuple[str, ...]
     final_metrics: tuple[str, ...] = ()  # read from each episode's last state
+    # Why torch cannot capture (CUDA graphs) or compile the step (None: it can), and what
+    # simulates the task.
+    not_capturable: str | None = None
+    simulator: str = "torch"
 
     def __init__(
         self,
@@ -247,6 +252,58 @@ class VecEnv(ABC):
         self.params = self.randomizer.sample(n)  # name -> [N] f32
         self.episode_step = torch.zeros(n, dtype=torch.int32, device=device)  # [N]
         self.stats = EpisodeStatistics(n, list(self.reward_terms), device, list(self.final_metrics))
+
+    @abstractmethod
+    def reset(self) -> torch.Tensor:
+        """Reset every env (state, parameters, counters); returns obs [N, O]."""
+
+    @abstractmethod
+    def step(self, actions: torch.Tensor) -> EnvStep:
+        """Step every env; finished envs reset in place without leaving the device."""
+
+    def _redraw_params_where(self, done: torch.Tensor) -> None:
+        """New parameters for the envs where done [N] is True (a reset's randomisation)."""
+        if self.randomizer.active:
+            fresh_params = self.randomizer.sample(self.num_envs)
+            for name, value in fresh_params.items():
+                self.params[name] = torch.where(done, value, self.params[name])
+
+    def compile(self) -> None:
+        """Replace `step` by its torch.compile'd version (fused kernels on CUDA)."""
+        if self.not_capturable:
+            raise NotImplementedError(self.not_capturable)
+        self.step = torch.compile(self.step, dynamic=False)  # type: ignore[method-assign]
+
+    def fused_step_unavailable(self) -> str | None:
+        """Why `fuse` cannot run here (None: it can). Tasks with a fused kernel override."""
+        return f"{self.config.name} has no fused step kernel"
+
+    def fuse(self) -> None:
+        """Replace `step` by the task's one-kernel CUDA step (same results as `step`)."""
+        raise NotImplementedError(self.fused_step_unavailable())
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor that `step` replaces rather than updates in place, by name. A CUDA
+        graph capture copies each step's new tensors back into these so that replays carry
+        on from one another."""
+        out = {f"params.{k}": v for k, v in self.params.items()}
+        out["episode_step"] = self.episode_step
+        out["random.counter"] = self.random.counter
+        return out
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Point the env at ``tensors`` (names as `tensors` gives them)."""
+        self.params = {k[7:]: v for k, v in tensors.items() if k.startswith("params.")}
+        self.episode_step = tensors["episode_step"]
+        self.random.counter = tensors["random.counter"]
+
+
+class TensorTask(VecEnv):
+    """A task written in torch: subclasses define the physics (`_physics_step`), the named
+    reward terms, termination and the reset state; this class does auto-reset, time
+    limits, re-randomisation of the per-env parameters and episode statistics."""
+
+    state: dict[str, torch.Tensor]
 
     # Task hooks -------------------------------------------------------------------------
 
@@ -273,14 +330,12 @@ class VecEnv(ABC):
     # Contract ---------------------------------------------------------------------------
 
     def reset(self) -> torch.Tensor:
-        """Reset every env (state, parameters, counters); returns obs [N, O]."""
         self.state = self._sample_initial_state(self.num_envs)
         self.params = self.randomizer.sample(self.num_envs)
         self.episode_step.zero_()
         return self._observe()
 
     def step(self, actions: torch.Tensor) -> EnvStep:
-        """Step every env; finished envs reset in place without leaving the device."""
         terms = self._physics_step(actions)
         self.episode_step += 1
         terminated = self._terminated()
@@ -300,34 +355,12 @@ class VecEnv(ABC):
         obs = self._observe()
         return EnvStep(obs, reward, terminated, truncated, info)
 
-    def compile(self) -> None:
-        """Replace `step` by its torch.compile'd version (fused kernels on CUDA)."""
-        self.step = torch.compile(self.step, dynamic=False)  # type: ignore[method-assign]
-
-    def fused_step_unavailable(self) -> str | None:
-        """Why `fuse` cannot run here (None: it can). Tasks with a fused kernel override."""
-        return f"{self.config.name} has no fused step kernel"
-
-    def fuse(self) -> None:
-        """Replace `step` by the task's one-kernel CUDA step (same results as `step`)."""
-        raise NotImplementedError(self.fused_step_unavailable())
-
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Every tensor that `step` replaces rather than updates in place, by name. A CUDA
-        graph capture copies each step's new tensors back into these so that replays carry
-        on from one another."""
-        out = {f"state.{k}": v for k, v in self.state.items()}
-        out.update({f"params.{k}": v for k, v in self.params.items()})
-        out["episode_step"] = self.episode_step
-        out["random.counter"] = self.random.counter
-        return out
+        return {**{f"state.{k}": v for k, v in self.state.items()}, **super().tensors()}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Point the env at ``tensors`` (names as `tensors` gives them)."""
+        super().load_tensors(tensors)
         self.state = {k[6:]: v for k, v in tensors.items() if k.startswith("state.")}
-        self.params = {k[7:]: v for k, v in tensors.items() if k.startswith("params.")}
-        self.episode_step = tensors["episode_step"]
-        self.random.counter = tensors["random.counter"]
 
     def _reset_where(self, done: torch.Tensor) -> None:
         """Branch-free reset of the envs where done [N] is True."""
@@ -335,10 +368,7 @@ class VecEnv(ABC):
         for name, value in fresh.items():
             mask = done.view(-1, *([1] * (value.dim() - 1)))
             self.state[name] = torch.where(mask, value, self.state[name])
-        if self.randomizer.active:
-            fresh_params = self.randomizer.sample(self.num_envs)
-            for name, value in fresh_params.items():
-                self.params[name] = torch.where(done, value, self.params[name])
+        self._redraw_params_where(done)
         self.episode_step = torch.where(
             done, torch.zeros_like(self.episode_step), self.episode_step
         )

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from envs.base import ActionSpace, EnvConfig, VecEnv
+from envs.base import ActionSpace, EnvConfig, TensorTask
 
 GRAVITY = 9.8  # [m/s^2]
 FORCE_MAG = 10.0  # [N]
@@ -45,7 +45,7 @@ class CartpoleConfig(EnvConfig):
         return float(self.max_episode_steps)  # one reward per step, up to the time limit
 
 
-class Cartpole(VecEnv):
+class Cartpole(TensorTask):
     """N cartpoles; state is four [N] tensors (x, x_dot, theta, theta_dot)."""
 
     observation_size = 4

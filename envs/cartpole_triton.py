@@ -1,7 +1,7 @@
 """One Triton kernel per cartpole step on CUDA: physics, termination, time limit, auto-reset
 with `CounterRandom` draws, randomised parameters and episode statistics, in one pass.
 
-It computes what `VecEnv.step` computes for `Cartpole` (the gpu tests compare the two) and
+It computes what `TensorTask.step` computes for `Cartpole` (the gpu tests compare the two) and
 moves as few bytes per env as it can: it reads the previous observation (which is the
 state), the action, the step counter (int16 when the time limit allows) and, with
 randomisation, the parameters; it writes the observation, terminated, truncated, the
@@ -205,7 +205,7 @@ def _cartpole_step(
     which = tl.arange(0, 4)
     tl.atomic_add(sums + which, tl.where(which == 0, count, length_sum), sem="relaxed")
 
-    # Auto-reset with the draws of VecEnv._reset_where: the state (one draw of 4 x n),
+    # Auto-reset with the draws of TensorTask._reset_where: the state (one draw of 4 x n),
     # then each randomised parameter in PARAM_ORDER (one draw of n each).
     counter = tl.load(counter_in)
     stream = _stream(key, counter)

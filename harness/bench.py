@@ -22,7 +22,7 @@ from harness.config import RunConfig
 from harness.device import device_name, make_generators, resolve_device
 from harness.errors import ConfigError
 from harness.graphs import GraphedRegion, side_stream
-from harness.registry import env_stepping, make_algo, make_env, speed_up_env
+from harness.registry import ENVS, env_stepping, make_algo, make_env, speed_up_env
 from harness.runner import train
 from harness.tracking import environment_meta
 
@@ -65,7 +65,9 @@ def _stepper(
     step, or with experiment.cuda_graph a replay of GRAPH_STEPS captured steps."""
     state = {"obs": obs}
     wanted = config.experiment.cuda_graph
-    if wanted is False or (wanted is None and env.device.type != "cuda"):
+    if wanted and env.not_capturable:
+        raise ConfigError(f"experiment.cuda_graph cannot run: {env.not_capturable}")
+    if wanted is False or (wanted is None and (env.device.type != "cuda" or env.not_capturable)):
 
         def eager() -> None:
             state["obs"] = step(state["obs"])
@@ -191,13 +193,19 @@ def launch_to_return(
 def _graphed(config: RunConfig, device: torch.device, mode: str) -> bool:
     """Whether a benchmark row ran from CUDA graphs (experiment.cuda_graph, null = auto)."""
     wanted = config.experiment.cuda_graph
+    if ENVS[config.env.name].not_capturable:
+        return False
     if mode in ("env", "inference"):
         return bool(wanted) or (wanted is None and device.type == "cuda")
     return bool(wanted) or (wanted is None and device.type == "cuda" and config.algo.name == "ppo")
 
 
 def _env_stepping(config: RunConfig, device: torch.device) -> str:
-    """How a benchmark row's env stepped: "fused", "compiled" or "eager"."""
+    """How a benchmark row's env stepped: "fused", "compiled", "eager" or the simulator
+    of a task that torch does not step ("mjx")."""
+    task = ENVS[config.env.name]
+    if task.not_capturable:
+        return task.simulator
     env = make_env(dataclasses.replace(config.env, num_envs=1), device, torch.Generator(device))
     return env_stepping(env, config.experiment.fused_env, config.experiment.compile)
 

@@ -17,13 +17,17 @@ from algos.td3 import TD3, TD3Config
 from envs.arm import Arm, ArmConfig
 from envs.base import VecEnv
 from envs.cartpole import Cartpole, CartpoleConfig
+from envs.quadruped import Quadruped, QuadrupedConfig
 from harness.errors import ConfigError, FieldError
 
-EnvFactory = Callable[[Any, torch.device, torch.Generator], VecEnv]
 AlgoFactory = Callable[..., Algorithm]
 
-ENV_CONFIGS: dict[str, type] = {"cartpole": CartpoleConfig, "arm": ArmConfig}
-ENVS: dict[str, EnvFactory] = {"cartpole": Cartpole, "arm": Arm}
+ENV_CONFIGS: dict[str, type] = {
+    "cartpole": CartpoleConfig,
+    "arm": ArmConfig,
+    "quadruped": QuadrupedConfig,
+}
+ENVS: dict[str, type[VecEnv]] = {"cartpole": Cartpole, "arm": Arm, "quadruped": Quadruped}
 
 ALGO_CONFIGS: dict[str, type] = {"ppo": PPOConfig, "sac": SACConfig, "td3": TD3Config}
 ALGOS: dict[str, AlgoFactory] = {"ppo": PPO, "sac": SAC, "td3": TD3}
@@ -38,7 +42,13 @@ def make_env(config: Any, device: torch.device, generator: torch.Generator) -> V
 
 def env_stepping(env: VecEnv, fused_env: bool | None, compile: bool) -> str:
     """How ``env`` steps under experiment.fused_env and experiment.compile: "fused" (its
-    one-kernel step, when wanted and available), "compiled" or "eager"."""
+    one-kernel step, when wanted and available), "compiled" or "eager"; a task simulated
+    outside torch gives its simulator's name ("mjx")."""
+    if env.not_capturable:
+        for key, wanted in (("fused_env", fused_env), ("compile", compile)):
+            if wanted:
+                raise ConfigError(f"experiment.{key}: {env.not_capturable}")
+        return env.simulator
     why_not = env.fused_step_unavailable()
     if fused_env and why_not:
         raise ConfigError(f"experiment.fused_env: {why_not}")

@@ -121,7 +121,7 @@ class _Training:
         self.env = make_env(config.env, device, self.env_gen)
         self.algo = make_algo(config.algo, self.env, device, self.algo_gen)
         exp = config.experiment
-        self.use_graph = _use_graph(config, device, self.rank)
+        self.use_graph = _use_graph(config, device, self.rank, self.env)
         self.env_stepping = speed_up_env(self.env, exp.fused_env, exp.compile)
         self.graph: GraphedRegion | None = None
         self.graph_warmup = 0  # eager iterations run so far toward the capture
@@ -338,10 +338,14 @@ class _NullStore:
         pass
 
 
-def _use_graph(config: RunConfig, device: torch.device, rank: distributed.Rank) -> bool:
+def _use_graph(
+    config: RunConfig, device: torch.device, rank: distributed.Rank, env: VecEnv
+) -> bool:
     """Whether training iterations replay from a CUDA graph (experiment.cuda_graph)."""
     why_not = None
-    if device.type != "cuda":
+    if env.not_capturable:
+        why_not = f"cannot run: {env.not_capturable}"
+    elif device.type != "cuda":
         why_not = f"needs a CUDA device, got {device}"
     elif config.algo.name != "ppo":
         why_not = f"supports algo ppo only, got {config.algo.name} (its update reads host counters)"
@@ -380,6 +384,19 @@ def _progress_line(row: Mapping[str, Any], total_iterations: int) -> str:
     return (
         f"iter {row['iteration']:>5}/{total_iterations} | {row['env_steps']:>11,} steps | "
         f"{row['interval_env_steps_per_second']:>11,.0f} steps/s | "
-        f"return {row['episode_return']:8.1f} | length {row['episode_length']:7.1f} | "
-        f"kl {row.get('approx_kl', math.nan):.4f} | lr {row.get('lr', math.nan):.1e}"
+        f"return {row['episode_return']:8.1f} | length {row['episode_length']:7.1f}"
+        + "".join(
+            f" | {label} {row[key]:{spec}}"
+            for key, label, spec in _PROGRESS_EXTRAS
+            if key in row
+        )
     )
+
+
+# Algorithm statistics shown on the progress line when the algorithm logs them.
+_PROGRESS_EXTRAS = (
+    ("approx_kl", "kl", ".4f"),
+    ("lr", "lr", ".1e"),
+    ("critic_loss", "critic loss", ".3g"),
+    ("alpha", "alpha", ".3g"),
+)

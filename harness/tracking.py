@@ -141,10 +141,15 @@ class RunStore:
     # Metrics -----------------------------------------------------------------------------
 
     def append_metrics(self, row: Mapping[str, float | int]) -> None:
-        """Append one row; the first row fixes the columns."""
+        """Append one row. A row with columns the file lacks (an off-policy algorithm's
+        losses start after ``learning_starts``) first rewrites the file with them added."""
         path = self.dir / METRICS_FILE
         new = not path.exists()
         columns = list(row) if new else _csv_header(path)
+        added = [k for k in row if k not in columns]
+        if added:
+            columns += added
+            self._rewrite_metrics(columns, None)
         with path.open("a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             if new:
@@ -158,17 +163,23 @@ class RunStore:
         path = self.dir / METRICS_FILE
         if not path.exists():
             return
+        self._rewrite_metrics(_csv_header(path), max_env_steps)
+
+    def _rewrite_metrics(self, columns: list[str], max_env_steps: int | None) -> None:
+        """Rewrite metrics.csv under ``columns`` (missing values empty), keeping the rows up
+        to ``max_env_steps`` (all when None); atomic, so a crash keeps the old file."""
+        path = self.dir / METRICS_FILE
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
-        header = _csv_header(path)
-        kept = [
-            r for r in rows if r.get("env_steps") and int(float(r["env_steps"])) <= max_env_steps
-        ]
+        if max_env_steps is not None:
+            rows = [r for r in rows if _env_steps(r) <= max_env_steps]
         tmp = path.with_suffix(".tmp")
         with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=header)
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
             writer.writeheader()
-            writer.writerows(kept)
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
 
     def metrics(self) -> Any:
@@ -250,6 +261,11 @@ class WandbTracker:
 
 def _format(value: float | int) -> str:
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def _env_steps(row: dict[str, str]) -> float:
+    value = row.get("env_steps")
+    return float(value) if value else math.inf
 
 
 def _csv_header(path: Path) -> list[str]:

@@ -328,3 +328,60 @@ def test_counter_random_gives_the_same_numbers_on_cuda_and_cpu() -> None:
         torch.testing.assert_close(
             cuda.uniform(3, 10_000).cpu(), cpu.uniform(3, 10_000), atol=0, rtol=0
         )
+
+
+def _quadrupeds(device: torch.device, n: int = 64):
+    from harness.registry import make_env
+
+    config = load_config(
+        overrides=[
+            "env.name=quadruped",
+            f"env.num_envs={n}",
+            "env.randomization.mass_scale={low: 0.8, high: 1.2}",
+            "env.randomization.friction={low: 0.5, high: 1.5}",
+        ]
+    )
+    return make_env(config.env, device, torch.Generator(device).manual_seed(0))
+
+
+def test_quadruped_on_cuda_equals_cpu_without_copies_or_host_syncs() -> None:
+    import jax
+
+    gpu, cpu = _quadrupeds(CUDA), _quadrupeds(torch.device("cpu"))
+    free, total = torch.cuda.mem_get_info()
+    assert free / total > 0.5, "JAX took the GPU's memory (XLA_PYTHON_CLIENT_PREALLOCATE)"
+    gpu.reset(), cpu.reset()
+    g = torch.Generator().manual_seed(0)
+    acts = [(torch.rand(64, 12, generator=g) * 2 - 1) * 0.5 for _ in range(10)]
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for a in acts:
+            on_gpu = gpu.step(a.to(CUDA))
+            on_cpu = cpu.step(a)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.allclose(on_gpu.obs.cpu(), on_cpu.obs, atol=1e-3)
+    assert torch.allclose(on_gpu.reward.cpu(), on_cpu.reward, atol=1e-3)
+    # The exchange shares memory both ways.
+    actions = acts[0].to(CUDA)
+    params = gpu.param_matrix()
+    from_torch = jax.dlpack.from_dlpack(actions)
+    assert from_torch.unsafe_buffer_pointer() == actions.data_ptr()
+    _, packed = gpu.sim.step(gpu.state, from_torch, jax.dlpack.from_dlpack(params))
+    assert torch.from_dlpack(packed).data_ptr() == packed.unsafe_buffer_pointer()
+
+
+def test_ppo_trains_on_the_quadruped_on_cuda(tmp_path) -> None:
+    config = load_config(
+        overrides=[
+            "env.name=quadruped",
+            "env.num_envs=1024",
+            "experiment.total_env_steps=65536",
+            "experiment.log_interval=2",
+            "tracking.wandb=disabled",
+        ]
+    )
+    result = train(config, run_dir=tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["env_stepping"] == "mjx" and meta["cuda_graph"] is False
+    assert result.env_steps == 65536

@@ -1,0 +1,74 @@
+"""The quadruped's env-only throughput next to raw MJX on the same model, in one process:
+``python -m reports.mjx_benchmark --num-envs 1024 4096 8192 --device cuda -o OUT``
+writes OUT.json and OUT.md (steps/s of vecbench's env, of ``jit(vmap(mjx.step))`` with the
+same substeps, and their ratio, the adapter's cost)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from harness.bench import env_steps_per_second
+from harness.config import load_config
+from harness.device import device_name, resolve_device
+from harness.tracking import environment_meta
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[1024, 4096, 8192])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    import jax
+
+    from envs import quadruped_mjx as sim
+    from envs.quadruped import MODEL_PATH, _jax_device
+
+    device = resolve_device(args.device)
+    meta = environment_meta(device, device_name(device))
+    meta["jax"] = jax.__version__
+    model = sim.load_model(MODEL_PATH)
+    rows = []
+    for n in args.num_envs:
+        config = load_config(
+            overrides=[
+                "env.name=quadruped",
+                f"env.num_envs={n}",
+                f"experiment.device={args.device}",
+                "tracking.wandb=disabled",
+            ]
+        )
+        env_rate = env_steps_per_second(config, steps=args.steps)
+        raw_rate = sim.raw_steps_per_second(
+            model, n, config.env.substeps, _jax_device(jax, device), steps=args.steps
+        )
+        rows.append(
+            {"num_envs": n, "env": env_rate, "raw_mjx": raw_rate, "ratio": env_rate / raw_rate}
+        )
+        logging.info("%6d envs  env %11.0f  raw MJX %11.0f  ratio %.2f", n, env_rate, raw_rate,
+                     env_rate / raw_rate)  # fmt: skip
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [
+        f"Quadruped env-only, control steps/s (4 physics steps each): {meta['device_name']}, "
+        f"torch {meta['torch']}, JAX {meta['jax']}, commit {meta['git_commit']}.",
+        "",
+        "| envs | vecbench env | raw jit(vmap(mjx.step)) | env / raw |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {r['num_envs']} | {r['env']:.3g} | {r['raw_mjx']:.3g} | {r['ratio']:.2f} |"
+        for r in rows
+    ]
+    args.output.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
