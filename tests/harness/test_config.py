@@ -52,7 +52,10 @@ def test_round_trip_through_plain_dict() -> None:
         (["algo.lr=0"], "--set: algo.lr must be > 0, got 0.0"),
         (["algo.clip_value_loss=1"], "--set: algo.clip_value_loss must be true or false, got 1"),
         (["algo.lr_schedule=cosine"], "--set: algo.lr_schedule must be one of 'fixed', 'linear'"),
-        (["env.name=hopper"], "--set: env.name 'hopper' is not registered (known: arm, cartpole, quadruped)"),
+        (
+            ["env.name=hopper"],
+            "--set: env.name 'hopper' is not registered (known: arm, cartpole, quadruped)",
+        ),
         (["algo.name=dqn"], "--set: algo.name 'dqn' is not registered (known: ppo, sac, td3)"),
         (
             ["env.randomization.wheels={low: 1, high: 2}"],
