@@ -186,6 +186,7 @@ class OffPolicy(Algorithm):
             out[name] = obj.state_dict() if hasattr(obj, "state_dict") else obj.clone()
         out["obs_norm"] = self.obs_norm.state_dict()
         out["counters"] = {"env_steps": self.env_steps, "updates": self.updates}
+        out["replay"] = self.buffer.state_dict()
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -197,3 +198,5 @@ class OffPolicy(Algorithm):
         self.obs_norm.load_state_dict(state["obs_norm"])
         self.env_steps = state["counters"]["env_steps"]
         self.updates = state["counters"]["updates"]
+        if "replay" in state:  # checkpoints before the buffer was saved start it empty
+            self.buffer.load_state_dict(state["replay"])

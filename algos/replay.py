@@ -62,3 +62,27 @@ class ReplayBuffer:
             "next_obs": self.next_obs[idx],
             "terminated": self.terminated[idx],
         }
+
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
+
+    def state_dict(self) -> dict[str, object]:
+        """The stored rows (not the empty remainder) and the write position, so that a
+        resumed run learns from what it had collected."""
+        state: dict[str, object] = {name: getattr(self, name)[: self.size].clone()
+                                    for name in self.FIELDS}  # fmt: skip
+        state["position"] = self.position
+        state["size"] = self.size
+        return state
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        size = int(state["size"])  # type: ignore[call-overload]
+        if size > self.capacity:
+            raise ValueError(
+                f"the checkpoint's replay buffer holds {size} rows, more than buffer_size "
+                f"{self.capacity}"
+            )
+        for name in self.FIELDS:
+            getattr(self, name)[:size] = state[name]
+        self.position = int(state["position"])  # type: ignore[call-overload]
+        self.size = size
+

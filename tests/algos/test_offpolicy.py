@@ -30,6 +30,29 @@ def test_buffer_wraps_around_and_keeps_the_newest() -> None:
     torch.testing.assert_close(buf.obs[:, 0], buf.rewards)  # rows stay aligned
 
 
+def test_buffer_checkpoint_restores_rows_and_where_it_writes_next() -> None:
+    def filled() -> ReplayBuffer:
+        buf = ReplayBuffer(capacity=10, obs_size=1, action_size=1, device=CPU)
+        for step in range(3):
+            values = torch.arange(3, dtype=torch.float32) + 3 * step
+            buf.add(values[:, None], values[:, None], values, values[:, None], values > 4)
+        return buf
+
+    saved = filled().state_dict()
+    assert saved["size"] == 9 and saved["rewards"].shape == (9,)  # only the rows held
+    restored = ReplayBuffer(capacity=10, obs_size=1, action_size=1, device=CPU)
+    restored.load_state_dict(saved)
+    original = filled()
+    for buf in (restored, original):  # the next insert wraps the same way in both
+        values = torch.tensor([100.0, 101.0])
+        buf.add(values[:, None], values[:, None], values, values[:, None], values > 0)
+    for name in ReplayBuffer.FIELDS:
+        torch.testing.assert_close(getattr(restored, name), getattr(original, name))
+    assert (restored.position, restored.size) == (1, 10)
+    with pytest.raises(ValueError, match="more than buffer_size 4"):
+        ReplayBuffer(capacity=4, obs_size=1, action_size=1, device=CPU).load_state_dict(saved)
+
+
 def test_buffer_samples_uniformly_from_what_it_holds() -> None:
     buf = ReplayBuffer(capacity=100, obs_size=1, action_size=1, device=CPU)
     values = torch.arange(40, dtype=torch.float32)
@@ -158,8 +181,13 @@ def test_off_policy_runs_through_the_runner_and_resumes(name: str, tmp_path) -> 
     metrics = RunStore.open(tmp_path / "run").metrics()
     assert list(metrics["env_steps"]) == [256, 512, 768, 1024]
     assert metrics["critic_loss"].isna().tolist() == [True, False, False, False]
+    # The checkpoint carries the replay buffer: a resumed run learns from all it collected.
+    state = RunStore.open(tmp_path / "run").load_checkpoint(torch.device("cpu"))
+    assert state["algo"]["replay"]["size"] == 1024
     again = resume(tmp_path / "run", ["experiment.total_env_steps=2048"])
     assert again.env_steps == 2048
+    state = RunStore.open(tmp_path / "run").load_checkpoint(torch.device("cpu"))
+    assert state["algo"]["replay"]["size"] == 2048
 
 
 @pytest.mark.slow
