@@ -19,6 +19,10 @@ from harness.errors import FieldError
 class TD3Config(OffPolicyConfig):
     name: str = "td3"
     exploration_noise: float = 0.1  # std of the action noise while collecting
+    # Each env explores with its own std, drawn once from [exploration_noise_min,
+    # exploration_noise] (FastTD3's mixed noise: some envs stay near the greedy policy while
+    # others explore widely); null: every env uses exploration_noise.
+    exploration_noise_min: float | None = None
     policy_noise: float = 0.2  # std of the target policy smoothing noise
     noise_clip: float = 0.5
     policy_delay: int = 2  # critic updates per actor (and target) update
@@ -30,6 +34,12 @@ class TD3Config(OffPolicyConfig):
         for key in ("exploration_noise", "policy_noise", "noise_clip"):
             if getattr(self, key) < 0:
                 raise FieldError(key, f"must be >= 0, got {getattr(self, key)}")
+        low = self.exploration_noise_min
+        if low is not None and not 0 <= low <= self.exploration_noise:
+            raise FieldError(
+                "exploration_noise_min",
+                f"must be in [0, exploration_noise={self.exploration_noise}], got {low}",
+            )
 
 
 class TD3(OffPolicy):
@@ -53,6 +63,11 @@ class TD3(OffPolicy):
         self.critic_target = copy.deepcopy(self.critic)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        high, low = config.exploration_noise, config.exploration_noise_min
+        self.exploration_std = torch.full((num_envs, 1), high, device=device)  # [N, 1]
+        if low is not None:
+            u = torch.rand(num_envs, 1, device=device, generator=generator)
+            self.exploration_std = low + (high - low) * u
         self.actor_updates = 0
         self._last_actor_loss = torch.zeros((), device=device)
 
@@ -60,11 +75,14 @@ class TD3(OffPolicy):
         return torch.randn(shape, device=self.device, generator=self.generator) * std
 
     def _explore(self, obs: torch.Tensor) -> torch.Tensor:
-        action = self.actor(obs)
-        return (action + self._noise(action.shape, self.config.exploration_noise)).clamp(-1, 1)
+        action = self.actor(obs)  # [N, A]
+        return (action + self._noise(action.shape, 1.0) * self.exploration_std).clamp(-1, 1)
 
     def _policy(self, nobs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        return self._explore(nobs) if not deterministic else self.actor(nobs)
+        if deterministic:
+            return self.actor(nobs)
+        action = self.actor(nobs)  # any batch size (evaluation envs): the config's std
+        return (action + self._noise(action.shape, self.config.exploration_noise)).clamp(-1, 1)
 
     def _update_step(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c = self.config

@@ -31,7 +31,16 @@ class ExperimentConfig:
     log_interval: int = 5  # [iterations] between metric rows
     checkpoint_interval: int = 50  # [iterations] between checkpoints
     run_root: str = "runs"  # where run directories are created
-    stop_at_return: float | None = None  # stop once a logged mean return reaches it
+    # Stop once the mean return reaches it: the greedy evaluation's when eval_interval is
+    # set, else the training episodes' of a log interval.
+    stop_at_return: float | None = None
+    # How many checks in a row (evaluations, or log intervals) must reach stop_at_return:
+    # more than one keeps a single lucky interval from ending the run.
+    stop_patience: int = 1
+    # [iterations] between greedy evaluations during training (a multiple of log_interval;
+    # 0: none); each logs eval_return, eval_length and the task's final metrics as eval_*.
+    eval_interval: int = 0
+    eval_episodes: int = 100  # one episode per env of a separate evaluation env
     # Replay each training iteration from one CUDA graph; null (auto): on wherever it can
     # be (PPO on one CUDA device, one process), true: on or an error saying why not.
     cuda_graph: bool | None = None
@@ -41,9 +50,21 @@ class ExperimentConfig:
     fused_env: bool | None = None
 
     def __post_init__(self) -> None:
-        for key in ("total_env_steps", "log_interval", "checkpoint_interval"):
+        for key in (
+            "total_env_steps",
+            "log_interval",
+            "checkpoint_interval",
+            "stop_patience",
+            "eval_episodes",
+        ):
             if getattr(self, key) <= 0:
                 raise FieldError(key, f"must be > 0, got {getattr(self, key)}")
+        if self.eval_interval < 0 or self.eval_interval % self.log_interval:
+            raise FieldError(
+                "eval_interval",
+                f"must be 0 or a multiple of log_interval ({self.log_interval}), "
+                f"got {self.eval_interval}",
+            )
         if self.seed < 0:
             raise FieldError("seed", f"must be >= 0, got {self.seed}")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import torch
 
+from algos.base import Algorithm
+from envs.base import VecEnv
 from harness.device import make_generators, resolve_device
 from harness.registry import make_algo, make_env
 from harness.tracking import RunStore
+
+EVAL_SEED_OFFSET = 7_777  # evaluation envs draw from seed + this, apart from training's
 
 
 @dataclass(frozen=True)
@@ -43,29 +47,42 @@ def evaluate(
         experiment = dataclasses.replace(experiment, device=device)
     dev = resolve_device(experiment.device)
     env_config = dataclasses.replace(config.env, num_envs=episodes)
-    env_gen, algo_gen = make_generators(experiment.seed + 7_777 if seed is None else seed, dev)
+    if seed is None:
+        seed = experiment.seed + EVAL_SEED_OFFSET  # the episodes of evaluations in training
+    env_gen, algo_gen = make_generators(seed, dev)
     env = make_env(env_config, dev, env_gen)
     algo = make_algo(config.algo, env, dev, algo_gen)
     algo.load_state_dict(store.load_checkpoint(dev)["algo"])
 
+    return run_episodes(env, algo, deterministic)
+
+
+def run_episodes(env: VecEnv, algo: Algorithm, deterministic: bool = True) -> EvalResult:
+    """One episode in each of ``env``'s envs, from a reset, with ``algo.policy``.
+
+    Changes no training state of ``algo``; the one host read is at the end.
+    """
+    n = env.num_envs
+    device = env.device
     obs = env.reset()
-    returns = torch.zeros(episodes, device=dev)  # [E]
-    lengths = torch.zeros(episodes, device=dev)  # [E]
-    running = torch.ones(episodes, dtype=torch.bool, device=dev)  # [E] first episode not over
-    finals = torch.zeros(episodes, len(env.final_metrics), device=dev)  # [E, F]
-    for _ in range(env_config.max_episode_steps):
-        step = env.step(algo.policy(obs, deterministic))
-        returns += step.reward * running
-        lengths += running.float()
-        ended = running & (step.terminated | step.truncated)
-        if env.final_metrics:
-            finals = torch.where(ended[:, None], step.info["final_metrics"], finals)
-        running &= ~ended
-        obs = step.obs
+    returns = torch.zeros(n, device=device)  # [E]
+    lengths = torch.zeros(n, device=device)  # [E]
+    running = torch.ones(n, dtype=torch.bool, device=device)  # [E] first episode not over
+    finals = torch.zeros(n, len(env.final_metrics), device=device)  # [E, F]
+    with torch.no_grad():
+        for _ in range(env.config.max_episode_steps):
+            step = env.step(algo.policy(obs, deterministic))
+            returns += step.reward * running
+            lengths += running.float()
+            ended = running & (step.terminated | step.truncated)
+            if env.final_metrics:
+                finals = torch.where(ended[:, None], step.info["final_metrics"], finals)
+            running &= ~ended
+            obs = step.obs
     return EvalResult(
         mean_return=returns.mean().item(),
-        std_return=returns.std().item() if episodes > 1 else 0.0,
+        std_return=returns.std().item() if n > 1 else 0.0,
         mean_length=lengths.mean().item(),
-        episodes=episodes,
+        episodes=n,
         metrics=dict(zip(env.final_metrics, finals.mean(0).tolist(), strict=True)),
     )

@@ -6,6 +6,7 @@ accumulate as tensors and are turned into numbers in one transfer per interval.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from harness import distributed
 from harness.config import RunConfig, config_hash
 from harness.device import device_name, make_generators
 from harness.errors import ConfigError, RunDirError
+from harness.evaluate import EVAL_SEED_OFFSET, run_episodes
 from harness.graphs import GraphedRegion, side_stream
 from harness.registry import make_algo, make_env, speed_up_env
 from harness.tracking import RunStore, WandbTracker, environment_meta
@@ -121,6 +123,11 @@ class _Training:
         self.env = make_env(config.env, device, self.env_gen)
         self.algo = make_algo(config.algo, self.env, device, self.algo_gen)
         exp = config.experiment
+        # Greedy evaluation during training steps envs of its own, drawn afresh from their own
+        # seed each time: it changes nothing of the training trajectory, every evaluation
+        # plays the same episodes, and `vecbench eval` (same seed) plays them too.
+        self.eval_config = dataclasses.replace(config.env, num_envs=exp.eval_episodes)
+        self.stop_streak = 0  # checks in a row at or above experiment.stop_at_return
         self.use_graph = _use_graph(config, device, self.rank, self.env)
         self.env_stepping = speed_up_env(self.env, exp.fused_env, exp.compile)
         self.graph: GraphedRegion | None = None
@@ -205,6 +212,8 @@ class _Training:
                 last = self.iteration == self.total_iterations
                 if self.iteration % exp.log_interval == 0 or last:
                     row = self._log_row(losses, start, burn_in, interval)
+                    if exp.eval_interval and (self.iteration % exp.eval_interval == 0 or last):
+                        row.update(self._evaluate())
                     interval = (time.perf_counter(), self.env_steps)
                     losses = {}
                     self.store.append_metrics(row)
@@ -212,11 +221,13 @@ class _Training:
                     log.info(_progress_line(row, self.total_iterations))
                     if on_log is not None:
                         on_log(row)
-                    if (
-                        exp.stop_at_return is not None
-                        and row["episode_return"] >= exp.stop_at_return
-                    ):
-                        log.info("mean return reached %.1f; stopping", exp.stop_at_return)
+                    if self._reached_stop(row):
+                        log.info(
+                            "mean %s reached %.1f %d time(s) in a row; stopping",
+                            self.stop_metric,
+                            exp.stop_at_return,
+                            exp.stop_patience,
+                        )
                         last = True
                 if self.iteration % exp.checkpoint_interval == 0 or last:
                     self._checkpoint(start)
@@ -253,6 +264,33 @@ class _Training:
             self.graph = GraphedRegion(self._eager_iteration, self.env, generators, obs)
             obs = self.graph.obs
         return obs, stats
+
+    @property
+    def stop_metric(self) -> str:
+        """The row entry that experiment.stop_at_return is compared with."""
+        return "eval_return" if self.config.experiment.eval_interval else "episode_return"
+
+    def _reached_stop(self, row: Mapping[str, float]) -> bool:
+        """Whether the run has met experiment.stop_at_return ``stop_patience`` checks in a
+        row; a row without the metric (no evaluation in it) is not a check."""
+        exp = self.config.experiment
+        value = row.get(self.stop_metric)
+        if exp.stop_at_return is None or value is None:
+            return False
+        self.stop_streak = self.stop_streak + 1 if value >= exp.stop_at_return else 0
+        return self.stop_streak >= exp.stop_patience
+
+    def _evaluate(self) -> dict[str, float]:
+        """Greedy episodes on the evaluation env, averaged over ranks: eval_* entries."""
+        seed = self.config.experiment.seed + EVAL_SEED_OFFSET
+        env = make_env(self.eval_config, self.device, _generator(seed, self.device))
+        result = run_episodes(env, self.algo, deterministic=True)
+        names = ["return", "length", *result.metrics]
+        values = [result.mean_return, result.mean_length, *result.metrics.values()]
+        if self.rank.world_size > 1:  # every rank must take the same stop decision
+            total = all_reduce_sum(torch.tensor(values, device=self.device))
+            values = (total / self.rank.world_size).tolist()
+        return {f"eval_{name}": value for name, value in zip(names, values, strict=True)}
 
     def _log_row(
         self,
@@ -358,11 +396,13 @@ def _use_graph(
 
 
 def _without_tracking(config: RunConfig) -> RunConfig:
-    import dataclasses
-
     return dataclasses.replace(
         config, tracking=dataclasses.replace(config.tracking, wandb="disabled")
     )
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -395,6 +435,7 @@ def _progress_line(row: Mapping[str, Any], total_iterations: int) -> str:
 
 # Algorithm statistics shown on the progress line when the algorithm logs them.
 _PROGRESS_EXTRAS = (
+    ("eval_return", "greedy return", ".1f"),
     ("approx_kl", "kl", ".4f"),
     ("lr", "lr", ".1e"),
     ("critic_loss", "critic loss", ".3g"),

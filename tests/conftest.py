@@ -7,6 +7,15 @@ import pytest
 import torch
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--learning-seed",
+        type=int,
+        default=0,
+        help="experiment.seed of the learning tests, to check that they hold for other seeds",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Without CUDA the gpu-marked tests are deselected (reported), not skipped."""
     if torch.cuda.is_available():
@@ -20,6 +29,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _quiet_logs() -> None:
     logging.getLogger("vecbench").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def seed_override(request: pytest.FixtureRequest) -> str:
+    """The learning tests' seed as a config override (``--learning-seed``, default 0)."""
+    return f"experiment.seed={request.config.getoption('--learning-seed')}"
 
 
 @pytest.fixture
@@ -36,3 +51,23 @@ def _jax_compilation_cache() -> None:
     cache = Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"
     jax.config.update("jax_compilation_cache_dir", str(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@pytest.fixture(scope="session")
+def solved_cartpole(tmp_path_factory: pytest.TempPathFactory, seed_override: str):
+    """PPO on discrete cartpole (256 envs) trained until solved (tests.helpers.recipes.solve);
+    shared by the learning and evaluation tests."""
+    from harness.config import load_config
+    from harness.runner import train
+    from tests.helpers.recipes import solve
+
+    config = load_config(
+        overrides=[
+            "tracking.wandb=disabled",
+            "env.num_envs=256",
+            "experiment.total_env_steps=600000",
+            seed_override,
+            *solve(475, 5),
+        ]
+    )
+    return train(config, run_dir=tmp_path_factory.mktemp("solved") / "run")

@@ -1,4 +1,4 @@
-"""Replay buffer, SAC and TD3 mechanics (their learning is not tuned yet: see the README)."""
+"""Replay buffer, SAC and TD3: mechanics, and learning continuous cartpole."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from harness.config import load_config
 from harness.errors import ConfigError
 from harness.registry import make_algo, make_env
 from harness.tracking import RunStore
-from tests.helpers.recipes import SAC_RECIPE, TD3_RECIPE
+from tests.helpers.recipes import SAC_RECIPE, greedy_returns, solve
 
 CPU = torch.device("cpu")
 
@@ -191,22 +191,21 @@ def test_off_policy_runs_through_the_runner_and_resumes(name: str, tmp_path) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", [TD3_RECIPE, SAC_RECIPE], ids=["td3", "sac"])
-def test_off_policy_solves_continuous_cartpole(recipe: list[str], tmp_path) -> None:
-    """Solved: a logged mean return >= 475 (CartPole-v1's threshold) within 300k env steps,
-    and the greedy policy holds it over 100 evaluation episodes."""
-    from harness.config import load_config
-    from harness.evaluate import evaluate
+def test_sac_solves_continuous_cartpole(tmp_path, seed_override: str) -> None:
+    """Solved: the greedy policy's mean return over 100 evaluation episodes >= 475
+    (CartPole-v1's threshold) at two evaluations in a row, within 300k env steps. (TD3's
+    learning test is on the arm: tests/envs/test_arm_learning.py.)"""
     from harness.runner import train
 
     config = load_config(
         overrides=[
-            *recipe,
+            *SAC_RECIPE,
             "env.action_type=continuous",
             "experiment.total_env_steps=300000",
-            "experiment.stop_at_return=475",
+            seed_override,
+            *solve(475, 100),
         ]
     )
     result = train(config, run_dir=tmp_path / "run")
-    assert result.final_return >= 475, result
-    assert evaluate(result.run_dir, episodes=100).mean_return >= 475
+    assert result.env_steps < 300_000, result
+    assert min(greedy_returns(result.run_dir)[-2:]) >= 475

@@ -1,24 +1,32 @@
-"""Training recipes the learning tests share."""
+"""Training recipes the learning tests share, and what "solved" means for them."""
 
-# TD3 for thousands-of-envs style training on CPU: it solves continuous cartpole and reaches
-# the arm's targets (tests/algos/test_offpolicy.py, tests/envs/test_arm_learning.py).
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+# TD3 on CPU: it reaches the arm's targets (tests/envs/test_arm_learning.py) for every seed and
+# thread count checked. Each env explores with its own noise std in [0.01, 0.4] (FastTD3's
+# mixed noise); 32 envs and 2 updates per iteration; gamma 0.98. It does not reliably solve
+# continuous cartpole: most seeds settle near a return of 100-170 (README, Config).
 TD3_RECIPE = [
     "tracking.wandb=disabled",
     "algo.name=td3",
-    "env.num_envs=64",
+    "env.num_envs=32",
     "algo.hidden=[128, 128]",
     "algo.batch_size=512",
     "algo.updates_per_iteration=2",
+    "algo.gamma=0.98",
     "algo.actor_lr=1e-4",
-    "algo.exploration_noise=0.3",
+    "algo.exploration_noise=0.4",
+    "algo.exploration_noise_min=0.01",
     "algo.learning_starts=20000",
     "experiment.log_interval=100",
 ]
 
-# SAC on the same scale: it needs more gradient steps per env step than TD3 (8 per iteration of
-# 64 transitions). It solves continuous cartpole within about 100k env steps; trained on
-# past that, this recipe's returns fall again as the temperature drops, so the test stops
-# at the threshold.
+# SAC with 8 gradient steps per iteration of 64 transitions solves continuous cartpole within
+# about 45k-220k env steps (tests/algos/test_offpolicy.py); with 2 it reaches the arm's targets.
 SAC_RECIPE = [
     "tracking.wandb=disabled",
     "algo.name=sac",
@@ -30,3 +38,20 @@ SAC_RECIPE = [
     "algo.learning_starts=20000",
     "experiment.log_interval=100",
 ]
+
+
+def solve(threshold: float, eval_interval: int) -> list[str]:
+    """Overrides that stop a run once it is solved: the greedy policy's mean return over 100
+    evaluation episodes (the same episodes each time) reaches ``threshold`` at two
+    evaluations in a row, ``eval_interval`` iterations apart."""
+    return [
+        f"experiment.stop_at_return={threshold}",
+        "experiment.stop_patience=2",
+        f"experiment.eval_interval={eval_interval}",
+        "experiment.eval_episodes=100",
+    ]
+
+
+def greedy_returns(run_dir: Path) -> list[float]:
+    """The mean returns of a run's greedy evaluations during training, in order."""
+    return pd.read_csv(Path(run_dir) / "metrics.csv")["eval_return"].dropna().tolist()
