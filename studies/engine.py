@@ -30,16 +30,36 @@ from studies.storage import StudyStorage
 log = logging.getLogger("vecbench")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FINGERPRINT = "vecbench_fingerprint"
+SAMPLER_STREAMS = "vecbench_sampler_streams"  # workers that have drawn from the sampler
 POLL_S = 1.0
 
 
-def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: SamplerSpec, stream: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler as worker ``stream`` (see `claim_sampler_stream`) draws it."""
+    seed = stream_seed(spec.seed, stream)
     if spec.name == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if spec.name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=spec.seed)
+        return optuna.samplers.CmaEsSampler(seed=seed)
     # Grid points are queued as trials when the study is created; TPE handles the rest.
-    return optuna.samplers.TPESampler(seed=spec.seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def stream_seed(seed: int | None, stream: int) -> int | None:
+    """Stream 0 (the study's first worker) draws from the study file's seed itself; every
+    later stream from a seed of its own."""
+    if seed is None or stream == 0:
+        return seed
+    return (seed + 1_000_003 * stream) % 2**32
+
+
+def claim_sampler_stream(study: optuna.Study, storage: StudyStorage, name: str) -> int:
+    """A sampler stream no other worker of this study has had, on any machine and in any
+    earlier run: the count of workers that opened the study before, kept in its storage."""
+    with storage.budget_lock(name):
+        stream = int(study.user_attrs.get(SAMPLER_STREAMS, 0))
+        study.set_user_attr(SAMPLER_STREAMS, stream + 1)
+    return stream
 
 
 def make_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
@@ -153,6 +173,10 @@ class Worker:
         self.spec = loaded.spec
         self.index = index
         self.study, self.storage = open_study(loaded, storage_url)
+        # Workers seeded alike would suggest the same points in lockstep, and a restart would
+        # repeat the finished ones: each worker draws from a stream of its own.
+        self.sampler_stream = claim_sampler_stream(self.study, self.storage, self.spec.name)
+        self.study.sampler = make_sampler(self.spec.sampler, self.sampler_stream)
 
     def run(self) -> int:
         """Run trials until the budget is spent and no trial is left running; the count run."""
@@ -176,6 +200,7 @@ class Worker:
                 return None
             trial = self.study.ask()
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+            trial.set_user_attr("sampler_stream", self.sampler_stream)
             return trial
 
     def _run_trial(self, trial: optuna.Trial) -> None:

@@ -171,6 +171,22 @@ def test_rerun_resumes_without_redoing_finished_trials(write_study) -> None:
     study = run_study(load_study(path))
     after = {t.number: (t.params, t.datetime_complete) for t in trials(study)}
     assert len(after) == 3 and all(after[n] == first[n] for n in first)
+    # The resumed worker draws from a stream of its own: no finished point comes again.
+    assert len({t.params["algo.lr"] for t in trials(study)}) == 3
+    assert [t.user_attrs["sampler_stream"] for t in trials(study)] == [0, 0, 2]
+
+
+def test_parallel_workers_suggest_distinct_points(write_study) -> None:
+    # The default sampler (TPE, seed 0) in two worker processes, then a resumed third.
+    space = {"algo.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}}
+    path = write_study(space=space, n_trials=4)
+    study = run_study(load_study(path), workers=2)
+    assert len(trials(study)) == 4
+    assert len({t.params["algo.lr"] for t in trials(study)}) == 4
+    assert {t.user_attrs["sampler_stream"] for t in trials(study)} == {0, 1}
+    path = write_study(space=space, n_trials=6)
+    study = run_study(load_study(path))
+    assert len({t.params["algo.lr"] for t in trials(study)}) == 6
 
 
 def test_trial_left_running_by_a_dead_worker_is_retried(write_study) -> None:
