@@ -281,9 +281,12 @@ class Simulation:
             if k != "key"
         }
         new["key"] = key
+        # Envs that go on keep final_obs itself as their observation: observing `new` again
+        # gave bit-different values on some CPUs (XLA fuses the two computations differently).
+        obs = jnp.where(done[:, None], self._observe(fresh), final_obs)
         out = jnp.concatenate(
             [
-                self._observe(new),
+                obs,
                 final_obs,
                 terms,
                 terminated[:, None].astype(jnp.float32),
