@@ -30,7 +30,7 @@ from harness.graphs import GraphedRegion, side_stream
 from harness.registry import make_algo, make_env, speed_up_env
 from harness.tracking import RunStore, WandbTracker, environment_meta
 
-log = logging.getLogger("vecbench")
+log = logging.getLogger("vecbench.run")  # a study worker sends it to the trial's log
 GRAPH_WARMUP = 2  # eager iterations before a training iteration is captured
 
 #: Called with each metrics row; may raise to stop the run (a pruned study trial).

@@ -1,13 +1,14 @@
-"""Running a study: create or resume it, and the worker loop (ask -> trial process -> tell).
+"""Running a study: create or resume it, and the worker loop (ask -> train -> tell).
 
-Workers share the study through its storage only; each trial runs in a subprocess
-(`studies.trial_child`) whose metric rows come back as JSON lines, so the worker reports
-them for pruning and stops the process when Optuna prunes.
+Workers share the study through its storage only. A worker trains each trial in its own
+process by default (warm: imports, CUDA context and compiled kernels serve every trial);
+with ``trial_isolation: process`` each trial gets a subprocess (`studies.trial_child`) whose
+events come back as JSON lines. Either way every metrics row reaches the worker, which
+reports it for pruning and ends the trial when Optuna prunes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,8 +25,10 @@ from optuna.trial import TrialState
 
 from harness.config import to_dict
 from harness.errors import ConfigError
+from studies.messages import RowLogged, SeedFinished, TrialEvent, TrialJob, decode, encode
 from studies.spec import RETURN_METRICS, LoadedStudy, PrunerSpec, SamplerSpec, StudySpec, dump_spec
 from studies.storage import StudyStorage
+from studies.trial import TrialStopped, run_job
 
 log = logging.getLogger("vecbench")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -173,6 +176,7 @@ class Worker:
         self.spec = loaded.spec
         self.index = index
         self.study, self.storage = open_study(loaded, storage_url)
+        self._last_shown = 0.0  # when a trial's progress was last printed
         # Workers seeded alike would suggest the same points in lockstep, and a restart would
         # repeat the finished ones: each worker draws from a stream of its own.
         self.sampler_stream = claim_sampler_stream(self.study, self.storage, self.spec.name)
@@ -237,7 +241,7 @@ class Worker:
             " ".join(f"{k}={_short(v)}" for k, v in params.items()),
         )
 
-    def _job(self, trial: optuna.Trial, params: dict[str, Any]) -> dict[str, Any]:
+    def _job(self, trial: optuna.Trial, params: dict[str, Any]) -> TrialJob:
         spec = self.spec
         trial_dir = self.loaded.study_dir / "trials" / f"trial-{trial.number:04d}"
         configs = []
@@ -247,25 +251,55 @@ class Worker:
             configs.append(data)
         trial.set_user_attr("trial_dir", str(trial_dir))
         threshold = next((o.threshold for o in spec.objective if o.threshold is not None), None)
-        evaluation = None
-        if spec.evaluation is not None:
-            evaluation = {"episodes": spec.evaluation.episodes, "set": list(spec.evaluation.set)}
-        return {
-            "trial": trial.number,
-            "seeds": list(spec.seeds),
-            "configs": configs,
-            "trial_dir": str(trial_dir),
-            "context": {"study": spec.name, "trial": trial.number, "params": params},
-            "threshold": threshold,
-            "evaluation": evaluation,
-            "steps_per_seed": configs[0]["experiment"]["total_env_steps"],
-        }
+        evaluation = spec.evaluation
+        return TrialJob(
+            trial=trial.number,
+            seeds=tuple(spec.seeds),
+            configs=tuple(configs),
+            trial_dir=str(trial_dir),
+            context={"study": spec.name, "trial": trial.number, "params": params},
+            threshold=threshold,
+            eval_episodes=evaluation.episodes if evaluation is not None else None,
+            eval_set=tuple(evaluation.set) if evaluation is not None else (),
+        )
 
-    def _supervise(self, trial: optuna.Trial, job: dict[str, Any]) -> TrialOutcome:
-        trial_dir = Path(job["trial_dir"])
-        trial_dir.mkdir(parents=True, exist_ok=True)
-        log_path = trial_dir / "trial.log"
-        seeds: list[dict[str, Any]] = []
+    def _supervise(self, trial: optuna.Trial, job: TrialJob) -> TrialOutcome:
+        Path(job.trial_dir).mkdir(parents=True, exist_ok=True)
+        if self.spec.trial_isolation == "process":
+            return self._run_in_child(trial, job)
+        return self._run_here(trial, job)
+
+    def _run_here(self, trial: optuna.Trial, job: TrialJob) -> TrialOutcome:
+        """Train the trial in this process: its CUDA context, compiled kernels and imports
+        serve trial after trial. An exception fails this trial alone."""
+        seeds: list[SeedFinished] = []
+
+        def emit(event: TrialEvent) -> None:
+            pruned = self._on_event(trial, job, event, seeds)
+            if pruned:
+                raise TrialStopped(pruned)
+
+        run_log = logging.getLogger("vecbench.run")
+        handler = logging.FileHandler(Path(job.trial_dir) / "trial.log")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        run_log.addHandler(handler)
+        run_log.propagate = False  # the runner's lines go to trial.log, as a child's would
+        try:
+            run_job(job, emit)
+        except TrialStopped as stop:
+            return TrialOutcome(TrialState.PRUNED, None, str(stop))
+        except Exception as err:
+            return TrialOutcome(TrialState.FAIL, None, f"{type(err).__name__}: {err}")
+        finally:
+            run_log.removeHandler(handler)
+            run_log.propagate = True
+            handler.close()
+            _release_memory()
+        return self._outcome(seeds)
+
+    def _run_in_child(self, trial: optuna.Trial, job: TrialJob) -> TrialOutcome:
+        log_path = Path(job.trial_dir) / "trial.log"
+        seeds: list[SeedFinished] = []
         pruned = ""
         with open(log_path, "a") as log_file:
             proc = subprocess.Popen(
@@ -276,10 +310,15 @@ class Worker:
                 text=True,
             )
             try:
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps(job))
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write(encode(job))
                 proc.stdin.close()
-                pruned = self._follow(trial, job, proc, seeds)
+                for line in proc.stdout:
+                    event = decode(line)
+                    assert isinstance(event, RowLogged | SeedFinished)
+                    pruned = self._on_event(trial, job, event, seeds)
+                    if pruned:
+                        break
             finally:
                 if proc.poll() is None and (pruned or sys.exc_info()[0] is not None):
                     proc.terminate()
@@ -289,71 +328,77 @@ class Worker:
         if rc != 0:
             tail = log_path.read_text()[-2000:]
             return TrialOutcome(TrialState.FAIL, None, f"trial process exited with {rc}: {tail}")
+        return self._outcome(seeds)
+
+    def _outcome(self, seeds: list[SeedFinished]) -> TrialOutcome:
         values = [
-            aggregate([s["metrics"][o.metric] for s in seeds], self.spec.aggregate)
+            aggregate([s.metrics[o.metric] for s in seeds], self.spec.aggregate)
             for o in self.spec.objective
         ]
         if any(math.isnan(v) for v in values):
             return TrialOutcome(TrialState.PRUNED, None, "objective is NaN")
         return TrialOutcome(TrialState.COMPLETE, values)
 
-    def _follow(
-        self,
-        trial: optuna.Trial,
-        job: dict[str, Any],
-        proc: subprocess.Popen,
-        seeds: list[dict[str, Any]],
+    def _on_event(
+        self, trial: optuna.Trial, job: TrialJob, event: TrialEvent, seeds: list[SeedFinished]
     ) -> str:
-        """Read the trial's events until it ends; the reason if it should be pruned."""
-        assert proc.stdout is not None
-        last_shown = 0.0
-        for line in proc.stdout:
-            event = json.loads(line)
-            if event["event"] == "log":
-                pruned = self._report_row(trial, job, event)
-                if time.perf_counter() - last_shown > 5.0:
-                    last_shown = time.perf_counter()
-                    row = event["row"]
-                    log.info(
-                        "trial %d seed %d: %s steps | %s steps/s | return %.1f",
-                        trial.number,
-                        job["seeds"][event["seed_index"]],
-                        f"{row['env_steps']:,}",
-                        f"{row['interval_env_steps_per_second']:,.0f}",
-                        row["episode_return"],
-                    )
-            else:
-                seeds.append(event)
-                trial.set_user_attr("run_dirs", [s["run_dir"] for s in seeds])
-                trial.set_user_attr("seed_metrics", [s["metrics"] for s in seeds])
-                pruned = self._report_seed(trial, event)
-            if pruned:
-                return pruned
-        return ""
+        """Report one event to Optuna; the reason if the trial should be pruned."""
+        if isinstance(event, RowLogged):
+            pruned = self._report_row(trial, job, event)
+            now = time.perf_counter()
+            if now - self._last_shown > 5.0:
+                self._last_shown = now
+                row = event.row
+                log.info(
+                    "trial %d seed %d: %s steps | %s steps/s | return %.1f",
+                    trial.number,
+                    job.seeds[event.seed_index],
+                    f"{row['env_steps']:,}",
+                    f"{row['interval_env_steps_per_second']:,.0f}",
+                    row["episode_return"],
+                )
+            return pruned
+        seeds.append(event)
+        trial.set_user_attr("run_dirs", [s.run_dir for s in seeds])
+        trial.set_user_attr("seed_metrics", [s.metrics for s in seeds])
+        return self._report_seed(trial, event)
 
-    def _report_row(self, trial: optuna.Trial, job: dict[str, Any], event: dict[str, Any]) -> str:
-        row = event["row"]
-        losses = [row.get(k, 0.0) for k in ("policy_loss", "value_loss")]
-        if any(not math.isfinite(v) for v in losses):
-            return f"non-finite loss at {row['env_steps']} env steps"
+    def _report_row(self, trial: optuna.Trial, job: TrialJob, event: RowLogged) -> str:
+        row = event.row
+        # Every algorithm names its losses *_loss (PPO's policy and value, SAC's and TD3's
+        # actor and critic, ...): any that is not finite ends the trial.
+        diverged = sorted(k for k, v in row.items() if k.endswith("_loss") and not math.isfinite(v))
+        if diverged:
+            return f"non-finite {', '.join(diverged)} at {row['env_steps']} env steps"
         if self.spec.pruner.name in ("none", "wilcoxon"):
             return ""
         value = row["episode_return"]
         if not math.isfinite(value):
             return ""  # no episode finished yet
-        step = event["seed_index"] * job["steps_per_seed"] + int(row["env_steps"])
+        step = event.seed_index * job.steps_per_seed + int(row["env_steps"])
         trial.report(value, step)
         return f"pruned at {step} env steps" if trial.should_prune() else ""
 
-    def _report_seed(self, trial: optuna.Trial, event: dict[str, Any]) -> str:
+    def _report_seed(self, trial: optuna.Trial, event: SeedFinished) -> str:
         metric = self.spec.objective[0].metric
-        value = event["metrics"].get(metric, math.nan)
+        value = event.metrics.get(metric, math.nan)
         if self.spec.pruner.name != "wilcoxon" or metric not in RETURN_METRICS:
             return ""
         if not math.isfinite(value):
             return "non-finite return"
-        trial.report(value, event["seed_index"])
+        trial.report(value, event.seed_index)
         return "pruned by seeds" if trial.should_prune() else ""
+
+
+def _release_memory() -> None:
+    """What a finished trial held goes back before the next one (the GPU's cache too)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _short(value: Any) -> str:

@@ -155,6 +155,9 @@ class StudySpec:
     heartbeat_interval_s: float = 10.0
     heartbeat_grace_s: float = 60.0  # a running trial silent this long is failed and retried
     max_retries: int = 2
+    # worker: trials train in the worker's process, one after another (no start-up per
+    # trial); process: a process per trial, for tasks that may crash or hang it.
+    trial_isolation: Literal["worker", "process"] = "worker"
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:

@@ -99,8 +99,10 @@ def test_conditional_parameter_only_when_its_condition_holds(write_study) -> Non
         assert ("algo.desired_kl" in t.params) == (t.params["algo.lr_schedule"] == "adaptive")
 
 
-def test_median_pruner_prunes_trials_that_do_not_learn(write_study) -> None:
+@pytest.mark.parametrize("isolation", ["worker", "process"])
+def test_median_pruner_prunes_trials_that_do_not_learn(write_study, isolation: str) -> None:
     path = write_study(
+        trial_isolation=isolation,
         config={
             "tracking": {"wandb": "disabled"},
             "env": {"num_envs": 64},
@@ -211,7 +213,8 @@ def test_trial_left_running_by_a_dead_worker_is_retried(write_study) -> None:
     assert sorted(complete) == [3e-4, 1e-3]
 
 
-def test_crashing_trial_fails_alone(write_study) -> None:
+@pytest.mark.parametrize("isolation", ["worker", "process"])
+def test_crashing_trial_fails_alone(write_study, isolation: str) -> None:
     # 4 minibatches cannot be cut from 2 envs x 1 step: that trial fails, the other runs.
     path = write_study(
         space={"env.num_envs": {"type": "categorical", "choices": [2, 32]}},
@@ -221,6 +224,7 @@ def test_crashing_trial_fails_alone(write_study) -> None:
             "algo": {"num_steps": 1, "num_minibatches": 4},
             "experiment": {"total_env_steps": 2048},
         },
+        trial_isolation=isolation,
     )
     study = run_study(load_study(path))
     by_n = {t.params["env.num_envs"]: t for t in trials(study)}
@@ -356,3 +360,32 @@ def test_layer_sizes_as_categorical_choices(write_study) -> None:
         assert t.state == TrialState.COMPLETE
         hidden.append(RunStore.open(Path(t.user_attrs["run_dirs"][0])).config().algo.actor_hidden)
     assert sorted(hidden) == [(16,), (32, 32)]
+
+
+def test_a_worker_trains_its_trials_in_its_own_process(write_study) -> None:
+    path = write_study(space=GRID_ENVS, sampler={"name": "grid"})
+    study = run_study(load_study(path))  # one worker: this process
+    done = [t for t in trials(study) if t.state == TrialState.COMPLETE]
+    assert len(done) == 4
+    assert {t.user_attrs["worker"] for t in done} == {f"{socket.gethostname()}:{os.getpid()}"}
+    for t in done:  # each trial still writes a run directory of its own that reads back
+        (run_dir,) = t.user_attrs["run_dirs"]
+        assert RunStore.open(Path(run_dir)).summary()["env_steps"] >= 8192  # whole iterations
+
+
+@pytest.mark.parametrize("name", ["td3", "sac"])
+def test_off_policy_trial_whose_critic_diverges_is_pruned(write_study, name: str) -> None:
+    path = write_study(
+        space={"algo.critic_lr": {"type": "categorical", "choices": [1e30]}},
+        sampler={"name": "grid"},
+        config={
+            "tracking": {"wandb": "disabled"},
+            "env": {"num_envs": 16, "action_type": "continuous"},
+            "algo": {"name": name, "batch_size": 32, "hidden": [16], "learning_starts": 256,
+                     "max_grad_norm": 1e30},
+            "experiment": {"total_env_steps": 2048, "log_interval": 16},
+        },
+    )  # fmt: skip
+    (trial,) = trials(run_study(load_study(path)))
+    assert trial.state == TrialState.PRUNED
+    assert "non-finite" in trial.user_attrs["error"] and "critic_loss" in trial.user_attrs["error"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
 from harness.errors import ConfigError
 from studies.engine import open_study
+from studies.messages import RowLogged, SeedFinished, TrialJob, decode, encode
 from studies.spec import load_study
 
 LR = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
@@ -113,3 +115,21 @@ def test_unreachable_storage_is_named(write_study) -> None:
         "unreachable or invalid",
     ):
         open_study(loaded, "postgresql://me:secret@127.0.0.1:1/x")
+
+
+def test_trial_messages_read_back_typed() -> None:
+    job = TrialJob(
+        trial=3,
+        seeds=(0, 1),
+        configs=({"experiment": {"total_env_steps": 1024}},) * 2,
+        trial_dir="runs/t",
+        context={"study": "s"},
+        threshold=475.0,
+        eval_episodes=10,
+        eval_set=("env.randomization.pole_length={low: 0.2, high: 1.0}",),
+    )
+    assert decode(encode(job)) == job and job.steps_per_seed == 1024
+    row = decode(encode(RowLogged(1, {"env_steps": 512, "episode_return": math.nan})))
+    assert isinstance(row, RowLogged) and math.isnan(row.row["episode_return"])
+    done = SeedFinished(0, 7, "runs/t/seed-7", {"steps_to_threshold": math.inf})
+    assert decode(encode(done)) == done
