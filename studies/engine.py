@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from harness.config import to_dict
 from harness.errors import ConfigError
+from harness.runner import diverged_losses
 from studies.messages import RowLogged, SeedFinished, TrialEvent, TrialJob, decode, encode
 from studies.spec import RETURN_METRICS, LoadedStudy, PrunerSpec, SamplerSpec, StudySpec, dump_spec
 from studies.storage import StudyStorage
@@ -203,6 +204,9 @@ class Worker:
             if not waiting and budget_used(self.study) >= budget(self.spec):
                 return None
             trial = self.study.ask()
+            # Beat at once: a database only fails trials that have beaten, so a worker killed
+            # before its first beat would leave this trial running for ever.
+            self.storage.beat(trial)
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             trial.set_user_attr("sampler_stream", self.sampler_stream)
             return trial
@@ -365,9 +369,7 @@ class Worker:
 
     def _report_row(self, trial: optuna.Trial, job: TrialJob, event: RowLogged) -> str:
         row = event.row
-        # Every algorithm names its losses *_loss (PPO's policy and value, SAC's and TD3's
-        # actor and critic, ...): any that is not finite ends the trial.
-        diverged = sorted(k for k, v in row.items() if k.endswith("_loss") and not math.isfinite(v))
+        diverged = diverged_losses(row)
         if diverged:
             return f"non-finite {', '.join(diverged)} at {row['env_steps']} env steps"
         if self.spec.pruner.name in ("none", "wilcoxon"):

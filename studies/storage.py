@@ -94,11 +94,11 @@ class StudyStorage:
 
         def beat() -> None:
             while True:
-                self._beat(trial)
+                self.beat(trial)
                 if stop.wait(self.interval_s):
                     return
 
-        self._beat(trial)
+        self.beat(trial)
         thread = threading.Thread(target=beat, daemon=True)
         thread.start()
         try:
@@ -109,7 +109,8 @@ class StudyStorage:
             if self.journal_path is not None:
                 self._heartbeat_file(trial.number).unlink(missing_ok=True)
 
-    def _beat(self, trial: optuna.Trial) -> None:
+    def beat(self, trial: optuna.Trial) -> None:
+        """Mark ``trial`` alive now."""
         if self.journal_path is None:
             self.optuna.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
             return

@@ -280,7 +280,8 @@ def test_kill_9_a_worker_and_the_study_still_completes(
             "tracking": {"wandb": "disabled"},
             "env": {"num_envs": 64},
             "algo": {"num_steps": 8},
-            "experiment": {"total_env_steps": 8192},
+            # Long enough (a few seconds a trial in a warm worker) to be killed mid-trial.
+            "experiment": {"total_env_steps": 40960},
         },
     )
     loaded = load_study(path)
