@@ -11,6 +11,10 @@ class ConfigError(VecbenchError):
     """A config file or override is wrong; the message names the source and key."""
 
 
+class DivergedError(VecbenchError):
+    """Training produced non-finite losses; the run directory keeps what was written."""
+
+
 class RunDirError(VecbenchError):
     """A run directory is missing, incomplete or corrupt; the message names the file."""
 

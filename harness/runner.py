@@ -24,7 +24,7 @@ from envs.base import VecEnv
 from harness import distributed
 from harness.config import RunConfig, config_hash
 from harness.device import device_name, make_generators
-from harness.errors import ConfigError, RunDirError
+from harness.errors import ConfigError, DivergedError, RunDirError
 from harness.evaluate import EVAL_SEED_OFFSET, run_episodes
 from harness.graphs import GraphedRegion, side_stream
 from harness.registry import make_algo, make_env, speed_up_env
@@ -98,6 +98,12 @@ def resume(
         return training.run(store if rank.main else None, on_log)
     finally:
         distributed.teardown()
+
+
+def diverged_losses(row: Mapping[str, float]) -> list[str]:
+    """The losses of a metrics row that are NaN or infinite (every algorithm names its
+    losses ``*_loss``: PPO's policy and value, SAC's and TD3's actor and critic, ...)."""
+    return sorted(k for k, v in row.items() if k.endswith("_loss") and not math.isfinite(v))
 
 
 def collect(env: VecEnv, algo: Algorithm, obs: torch.Tensor) -> torch.Tensor:
@@ -221,6 +227,14 @@ class _Training:
                     log.info(_progress_line(row, self.total_iterations))
                     if on_log is not None:
                         on_log(row)
+                    diverged = diverged_losses(row)
+                    if diverged:
+                        raise DivergedError(
+                            f"{self.store.dir}: training diverged at {self.env_steps:,} env "
+                            f"steps ({', '.join(diverged)} not finite); metrics.csv keeps every "
+                            "row so far and the last checkpoint is from before; try a lower "
+                            "learning rate or max_grad_norm"
+                        )
                     if self._reached_stop(row):
                         log.info(
                             "mean %s reached %.1f %d time(s) in a row; stopping",

@@ -133,10 +133,18 @@ class RunStore:
         _atomic_write(self.dir / META_FILE, json.dumps(meta, indent=2, default=str))
 
     def summary(self) -> dict[str, Any]:
-        return _read_json(self.dir / SUMMARY_FILE)
+        """summary.json, with its nulls (numbers that were NaN) read back as NaN."""
+        summary = _read_json(self.dir / SUMMARY_FILE)
+        return {k: math.nan if v is None else v for k, v in summary.items()}
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        _atomic_write(self.dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
+        """Strict JSON: a NaN or infinite number is written as null."""
+        plain = {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in summary.items()
+        }
+        text = json.dumps(plain, indent=2, default=str, allow_nan=False)
+        _atomic_write(self.dir / SUMMARY_FILE, text)
 
     # Metrics -----------------------------------------------------------------------------
 

@@ -94,3 +94,25 @@ def test_launch_benchmark_times_a_fresh_process_to_the_threshold() -> None:
     assert row["env_steps"] > 1000
     with pytest.raises(RuntimeError, match="short of 500"):
         launch_to_return(config, threshold=500.0, budget=8192)
+
+
+def test_train_that_diverges_exits_with_one_line(tmp_path, capsys) -> None:
+    code = main(
+        [
+            "train",
+            "--wandb",
+            "disabled",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--set",
+            "env.num_envs=64",
+            "algo.num_steps=8",
+            "algo.lr=1e30",
+            "experiment.total_env_steps=51200",
+            "experiment.log_interval=2",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("error: ") and "training diverged" in err[-1]
+    assert "Traceback" not in "\n".join(err)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness.config import load_config
-from harness.errors import ConfigError, RunDirError
+from harness.errors import ConfigError, DivergedError, RunDirError
 from harness.evaluate import evaluate
 from harness.runner import resume, train
 from harness.tracking import RunStore
@@ -236,3 +236,24 @@ def test_fused_env_true_where_it_cannot_run_is_a_config_error(tmp_path: Path) ->
     train(config("experiment.total_env_steps=2048", "experiment.compile=false"), run_dir=run)
     meta = json.loads((run / "meta.json").read_text())
     assert meta["env_stepping"] == "eager" and meta["cuda_graph"] is False
+
+
+def test_a_diverging_run_stops_with_an_error_and_keeps_its_rows(tmp_path: Path) -> None:
+    with pytest.raises(DivergedError, match=r"training diverged at [\d,]+ env steps \(.*_loss"):
+        small(tmp_path / "run", "experiment.total_env_steps=51200", "algo.lr=1e30")
+    store = RunStore.open(tmp_path / "run")
+    assert len(store.metrics()) >= 1  # the rows before and the diverged one are kept
+    with pytest.raises(RunDirError):
+        store.summary()  # not completed
+
+
+def test_summary_is_strict_json_with_null_for_nan(tmp_path: Path) -> None:
+    # One iteration of 4 steps: no episode can end, so there is no return yet.
+    result = small(tmp_path / "run", "algo.num_steps=4", "experiment.total_env_steps=256")
+    text = (result.run_dir / "summary.json").read_text()
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"summary.json holds {constant}")
+
+    assert json.loads(text, parse_constant=refuse)["final_return"] is None
+    assert math.isnan(RunStore.open(result.run_dir).summary()["final_return"])
