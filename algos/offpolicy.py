@@ -32,6 +32,7 @@ class OffPolicyConfig:
     buffer_size: int = 1_000_000  # transitions kept
     learning_starts: int = 5_000  # env steps of random actions before learning
     gamma: float = 0.99
+    n_step: int = 1  # rewards summed per target (n-step returns, as FastTD3 uses 3)
     tau: float = 0.005  # Polyak factor of the target networks
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
@@ -41,7 +42,7 @@ class OffPolicyConfig:
     normalize_observations: bool = True  # running mean/std, as PPO; raw obs in the buffer
 
     def __post_init__(self) -> None:
-        for key in ("num_steps", "updates_per_iteration", "batch_size", "buffer_size"):
+        for key in ("num_steps", "updates_per_iteration", "batch_size", "buffer_size", "n_step"):
             if getattr(self, key) <= 0:
                 raise FieldError(key, f"must be > 0, got {getattr(self, key)}")
         if self.learning_starts < 0:
@@ -134,7 +135,12 @@ class OffPolicy(Algorithm):
         assert self.last_obs is not None and self._actions is not None
         # Time-outs bootstrap from final_obs; only terminations cut the return.
         self.buffer.add(
-            self.last_obs, self._actions, step.reward, step.info["final_obs"], step.terminated
+            self.last_obs,
+            self._actions,
+            step.reward,
+            step.info["final_obs"],
+            step.terminated,
+            step.terminated | step.truncated,
         )
         self.env_steps += 1
 
@@ -143,7 +149,9 @@ class OffPolicy(Algorithm):
             return {}
         totals: dict[str, torch.Tensor] = {}
         for _ in range(self.config.updates_per_iteration):
-            batch = self.buffer.sample(self.config.batch_size, self.generator)
+            batch = self.buffer.sample(
+                self.config.batch_size, self.generator, self.config.n_step, self.config.gamma
+            )
             batch["obs"] = self._norm(batch["obs"])
             batch["next_obs"] = self._norm(batch["next_obs"])
             stats = self._update_step(batch)

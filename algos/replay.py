@@ -22,6 +22,7 @@ class ReplayBuffer:
         self.rewards = torch.zeros(c, device=device)  # [C]
         self.next_obs = torch.zeros(c, obs_size, device=device)  # [C, O] (final_obs at ends)
         self.terminated = torch.zeros(c, device=device)  # [C] 1.0: no bootstrap
+        self.ended = torch.zeros(c, device=device)  # [C] 1.0: the episode ended (n-step cut)
         self._offsets = torch.arange(0, device=device)  # [N] 0..N-1, grown on first insert
         self.position = 0  # next row to write
         self.size = 0  # rows holding data
@@ -33,9 +34,12 @@ class ReplayBuffer:
         rewards: torch.Tensor,
         next_obs: torch.Tensor,
         terminated: torch.Tensor,
+        ended: torch.Tensor | None = None,
     ) -> None:
         """N transitions: obs [N, O], actions [N, A], rewards [N], next_obs [N, O] (the
-        observation the action led to, before any reset), terminated [N] bool."""
+        observation the action led to, before any reset), terminated [N] bool, ended [N]
+        bool (terminated or truncated; default: terminated). Every insert holds the same N
+        envs in the same order, so env e's next transition lies N rows after its last."""
         n = obs.shape[0]
         if n > self.capacity:
             raise ValueError(f"cannot insert {n} transitions into a buffer of {self.capacity}")
@@ -47,23 +51,60 @@ class ReplayBuffer:
         self.rewards[rows] = rewards
         self.next_obs[rows] = next_obs
         self.terminated[rows] = terminated.to(self.terminated.dtype)
+        self.ended[rows] = (terminated if ended is None else ended).to(self.ended.dtype)
         self.position = (self.position + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """A uniform batch (with replacement) of the stored transitions, each [B, ...]."""
+    def sample(
+        self, batch_size: int, generator: torch.Generator, n_step: int = 1, gamma: float = 1.0
+    ) -> dict[str, torch.Tensor]:
+        """A uniform batch (with replacement) of stored transitions, each [B, ...].
+
+        With ``n_step`` > 1 each sample is the n-step transition from a uniformly drawn
+        start: ``rewards`` is the discounted sum of up to n rewards of its env, cut after
+        the step where its episode ended; ``next_obs`` and ``terminated`` are that last
+        step's; ``discount`` [B] is gamma ** (steps summed), the factor of the bootstrap.
+        """
         if self.size == 0:
             raise RuntimeError("sampling from an empty replay buffer")
-        idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=generator)
+        n_envs = max(self._offsets.numel(), 1)
+        starts = self.size - (n_step - 1) * n_envs  # starts whose n-1 successors are stored
+        if starts <= 0:
+            raise RuntimeError(f"the replay buffer holds fewer than {n_step} steps per env")
+        if n_step == 1:
+            idx = torch.randint(
+                0, self.size, (batch_size,), device=self.device, generator=generator
+            )
+            return {
+                "obs": self.obs[idx],
+                "actions": self.actions[idx],
+                "rewards": self.rewards[idx],
+                "next_obs": self.next_obs[idx],
+                "terminated": self.terminated[idx],
+                "discount": torch.full((batch_size,), gamma, device=self.device),
+            }
+        oldest = self.position if self.size == self.capacity else 0
+        pick = torch.randint(0, starts, (batch_size,), device=self.device, generator=generator)
+        idx = (oldest + pick) % self.capacity  # [B]
+        ahead = torch.arange(n_step, device=self.device)[:, None] * n_envs  # [n, 1]
+        rows = (idx[None, :] + ahead) % self.capacity  # [n, B]
+        ended = self.ended[rows]  # [n, B]
+        # alive[k]: no episode end among steps 0..k-1 (step k still counts).
+        alive = torch.cumprod(torch.cat([torch.ones_like(ended[:1]), 1 - ended[:-1]]), 0)
+        powers = gamma ** torch.arange(n_step, device=self.device, dtype=torch.float32)
+        returns = (powers[:, None] * alive * self.rewards[rows]).sum(0)  # [B]
+        last = alive.sum(0).long() - 1  # [B] the last step summed
+        last_rows = rows.gather(0, last[None, :])[0]  # [B]
         return {
             "obs": self.obs[idx],
             "actions": self.actions[idx],
-            "rewards": self.rewards[idx],
-            "next_obs": self.next_obs[idx],
-            "terminated": self.terminated[idx],
+            "rewards": returns,
+            "next_obs": self.next_obs[last_rows],
+            "terminated": self.terminated[last_rows],
+            "discount": gamma ** (last + 1).float(),
         }
 
-    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated", "ended")
 
     def state_dict(self) -> dict[str, object]:
         """The stored rows (not the empty remainder) and the write position, so that a
@@ -82,7 +123,8 @@ class ReplayBuffer:
                 f"{self.capacity}"
             )
         for name in self.FIELDS:
-            getattr(self, name)[:size] = state[name]
+            if name in state:  # checkpoints before `ended` existed: no n-step cuts known
+                getattr(self, name)[:size] = state[name]
         self.position = int(state["position"])  # type: ignore[call-overload]
         self.size = size
 

@@ -98,7 +98,7 @@ class SAC(OffPolicy):
             next_action, next_logp = self.actor(b["next_obs"], self.generator)
             q1_t, q2_t = self.critic_target(b["next_obs"], next_action)
             soft_value = torch.min(q1_t, q2_t) - alpha * next_logp
-            target = b["rewards"] + c.gamma * (1.0 - b["terminated"]) * soft_value
+            target = b["rewards"] + b["discount"] * (1.0 - b["terminated"]) * soft_value
         q1, q2 = self.critic(b["obs"], b["actions"])
         critic_loss = 0.5 * ((q1 - target) ** 2).mean() + 0.5 * ((q2 - target) ** 2).mean()
         self._step(self.critic_opt, critic_loss, self.critic)

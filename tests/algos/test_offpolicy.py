@@ -65,6 +65,54 @@ def test_buffer_samples_uniformly_from_what_it_holds() -> None:
         ReplayBuffer(4, 1, 1, CPU).sample(1, torch.Generator())
 
 
+def fill_two_envs(capacity: int, steps: int = 4) -> ReplayBuffer:
+    """Env 0: obs t, reward t + 1, never ends. Env 1: obs 100 + t, reward 10 (t + 1); its
+    episode ends (truncated, not terminated) at t = 1."""
+    buf = ReplayBuffer(capacity=capacity, obs_size=1, action_size=1, device=CPU)
+    for t in range(steps):
+        obs = torch.tensor([[float(t)], [100.0 + t]])
+        rewards = torch.tensor([t + 1.0, 10.0 * (t + 1)])
+        ended = torch.tensor([False, t == 1])
+        buf.add(obs, obs, rewards, obs + 0.5, torch.zeros(2, dtype=torch.bool), ended)
+    return buf
+
+
+def test_n_step_samples_sum_discounted_rewards_and_stop_at_episode_ends() -> None:
+    batch = fill_two_envs(100).sample(4000, torch.Generator().manual_seed(0), 3, gamma=0.5)
+    # By hand, gamma 0.5, per start: (return, next_obs, discount).
+    expected = {
+        0.0: (1 + 0.5 * 2 + 0.25 * 3, 2.5, 0.125),
+        1.0: (2 + 0.5 * 3 + 0.25 * 4, 3.5, 0.125),
+        100.0: (10 + 0.5 * 20, 101.5, 0.25),  # cut after t = 1, where the episode ended
+        101.0: (20.0, 101.5, 0.5),
+    }
+    starts = batch["obs"][:, 0].tolist()
+    assert set(starts) == set(expected)  # t = 2, 3 have no 2 successors stored yet
+    for i, start in enumerate(starts):
+        ret, next_obs, discount = expected[start]
+        assert batch["rewards"][i].item() == pytest.approx(ret)
+        assert batch["next_obs"][i, 0].item() == next_obs
+        assert batch["discount"][i].item() == discount
+    one = fill_two_envs(100).sample(64, torch.Generator().manual_seed(0), 1, gamma=0.5)
+    assert (one["discount"] == 0.5).all() and (one["next_obs"] == one["obs"] + 0.5).all()
+
+
+def test_n_step_successors_wrap_around_a_full_buffer() -> None:
+    buf = fill_two_envs(6)  # 8 transitions into 6 rows: t = 3 overwrote t = 0
+    batch = buf.sample(2000, torch.Generator().manual_seed(0), 2, gamma=0.5)
+    starts = sorted(set(batch["obs"][:, 0].tolist()))
+    assert starts == [1.0, 2.0, 101.0, 102.0]  # the oldest two steps of each env
+    for i, start in enumerate(batch["obs"][:, 0].tolist()):
+        if start == 101.0:  # ended at t = 1: one reward, no successor
+            assert batch["rewards"][i].item() == 20.0 and batch["discount"][i].item() == 0.5
+        else:
+            step_reward = 10.0 if start >= 100 else 1.0
+            t = start - 100 if start >= 100 else start
+            ret = step_reward * (t + 1) + 0.5 * step_reward * (t + 2)
+            assert batch["rewards"][i].item() == pytest.approx(ret)
+            assert batch["next_obs"][i, 0].item() == start + 1.5
+
+
 def test_soft_update_is_polyak_averaging() -> None:
     torch.manual_seed(0)
     source, target = TwinCritic(3, 1, (8,), "relu"), TwinCritic(3, 1, (8,), "relu")
