@@ -28,7 +28,7 @@ from harness.errors import ConfigError
 from harness.runner import diverged_losses
 from studies.messages import RowLogged, SeedFinished, TrialEvent, TrialJob, decode, encode
 from studies.spec import RETURN_METRICS, LoadedStudy, PrunerSpec, SamplerSpec, StudySpec, dump_spec
-from studies.storage import StudyStorage
+from studies.storage import StudyStorage, redact
 from studies.trial import TrialStopped, run_job
 
 log = logging.getLogger("vecbench")
@@ -108,7 +108,8 @@ def open_study(
             theirs = study.user_attrs.get(FINGERPRINT)
             if theirs != spec.fingerprint():
                 raise ConfigError(
-                    f"{loaded.path}: study {spec.name!r} already exists in {storage.url} with a "
+                    f"{loaded.path}: study {spec.name!r} already exists in {redact(storage.url)} "
+                    "with a "
                     "different search space, objective or seeds; rename the study or use "
                     "another study_dir/storage"
                 ) from None

@@ -14,6 +14,8 @@ from optuna.trial import TrialState
 from harness.errors import ConfigError
 from studies.engine import Worker, budget, budget_used, open_study
 from studies.spec import LoadedStudy
+from studies.storage import redact
+from studies.worker_main import STORAGE_ENV
 
 log = logging.getLogger("vecbench")
 
@@ -33,7 +35,7 @@ def run_study(
         loaded.spec.name,
         budget_used(study),
         budget(loaded.spec),
-        storage.url,
+        redact(storage.url),
         workers,
     )
     if workers == 1 and not gpus:
@@ -49,21 +51,7 @@ def _run_worker_processes(loaded: LoadedStudy, workers: int, url: str, gpus: lis
     # oversubscribe the cores and every trial crawls.
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     for index in range(workers):
-        env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", threads)
-        env.setdefault("MKL_NUM_THREADS", threads)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
-        cmd = [
-            sys.executable,
-            "-m",
-            "studies.worker_main",
-            str(loaded.path),
-            "--storage",
-            url,
-            "--index",
-            str(index),
-        ]
+        cmd, env = worker_launch(loaded, url, index, threads, gpus)
         procs.append(subprocess.Popen(cmd, env=env))
     try:
         codes = [p.wait() for p in procs]
@@ -76,6 +64,21 @@ def _run_worker_processes(loaded: LoadedStudy, workers: int, url: str, gpus: lis
     failed = [i for i, c in enumerate(codes) if c != 0]
     if failed:
         raise ConfigError(f"worker(s) {failed} exited with an error; see the lines above")
+
+
+def worker_launch(
+    loaded: LoadedStudy, url: str, index: int, threads: str, gpus: list[str]
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of worker ``index``. The storage URL goes in the
+    environment: a command line (and a password in it) is visible to every user in `ps`."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", threads)
+    env.setdefault("MKL_NUM_THREADS", threads)
+    env[STORAGE_ENV] = url
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+    cmd = [sys.executable, "-m", "studies.worker_main", str(loaded.path), "--index", str(index)]
+    return cmd, env
 
 
 def trials_table(study: optuna.Study) -> Any:
@@ -110,12 +113,12 @@ def study_status(loaded: LoadedStudy, storage_url: str | None = None) -> str:
         study = optuna.load_study(study_name=spec.name, storage=storage.optuna)
     except KeyError:
         raise ConfigError(
-            f"{loaded.path}: study {spec.name!r} not found in {url}; run it first"
+            f"{loaded.path}: study {spec.name!r} not found in {redact(url)}; run it first"
         ) from None
     table = trials_table(study)
     counts = table["state"].value_counts().to_dict() if len(table) else {}
     lines = [
-        f"study {spec.name} ({url}): {budget_used(study)}/{budget(spec)} trials; "
+        f"study {spec.name} ({redact(url)}): {budget_used(study)}/{budget(spec)} trials; "
         + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
     ]
     with_values = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]

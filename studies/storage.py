@@ -184,11 +184,11 @@ def _rdb(
         )
     except Exception as err:  # sqlalchemy raises many kinds for a bad or unreachable URL
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"storage {_redact(url)} is unreachable or invalid: {first}") from None
+        raise ConfigError(f"storage {redact(url)} is unreachable or invalid: {first}") from None
 
 
-def _redact(url: str) -> str:
-    """The URL without its password."""
+def redact(url: str) -> str:
+    """The URL without its password: what is printed, logged or put in a message."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         creds, host = rest.rsplit("@", 1)

@@ -1,20 +1,24 @@
-"""A study worker process: ``python -m studies.worker_main STUDY.yaml --storage URL``."""
+"""A study worker process: ``python -m studies.worker_main STUDY.yaml [--storage URL]``; the
+URL may come in the environment instead (VECBENCH_STORAGE_URL), out of sight of `ps`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from harness.errors import VecbenchError
 from studies.engine import Worker
 from studies.spec import load_study
 
+STORAGE_ENV = "VECBENCH_STORAGE_URL"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("study", help="study YAML file")
-    parser.add_argument("--storage", required=True)
+    parser.add_argument("--storage", default=os.environ.get(STORAGE_ENV))
     parser.add_argument("--index", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(

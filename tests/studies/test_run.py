@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ from optuna.trial import TrialState
 from harness.cli import main
 from harness.tracking import RunStore
 from studies.engine import open_study
-from studies.run import run_study
+from studies.run import run_study, study_status, worker_launch
 from studies.spec import load_study
 
 GRID_ENVS = {"env.num_envs": {"type": "categorical", "choices": [16, 32, 48, 64]}}
@@ -390,3 +391,25 @@ def test_off_policy_trial_whose_critic_diverges_is_pruned(write_study, name: str
     (trial,) = trials(run_study(load_study(path)))
     assert trial.state == TrialState.PRUNED
     assert "non-finite" in trial.user_attrs["error"] and "critic_loss" in trial.user_attrs["error"]
+
+
+def test_a_storage_password_is_never_printed_logged_or_put_on_a_command_line(
+    write_study, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The test server trusts loopback, so any password connects; it must show up nowhere.
+    secret_url = postgres_url.replace("postgres@", "postgres:hunter2@", 1)
+    path = write_study(
+        "secret",
+        space={"env.num_envs": {"type": "categorical", "choices": [16]}},
+        sampler={"name": "grid"},
+        config={"tracking": {"wandb": "disabled"}, "experiment": {"total_env_steps": 1024}},
+    )
+    loaded = load_study(path)
+    caplog.set_level(logging.INFO, logger="vecbench")
+    run_study(loaded, storage_url=secret_url)
+    status = study_status(loaded, secret_url)
+    assert "hunter2" not in caplog.text and "hunter2" not in status
+    assert "postgres:***@" in status and "1/1 trials" in status
+    cmd, env = worker_launch(loaded, secret_url, 0, "1", [])
+    assert not any("hunter2" in arg for arg in cmd)
+    assert env["VECBENCH_STORAGE_URL"] == secret_url  # workers read it from there
