@@ -28,6 +28,8 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.errors import ConfigError
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# Workers beat for their trials themselves (`StudyStorage.heartbeat`), not through optimize().
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with")
 
 
 class StudyStorage:
