@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness.errors import VecbenchError
+from harness.errors import VecbenchError, one_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except VecbenchError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file-system fault no layer below named: still one line
+        where = f"{err.filename}: " if err.filename else ""
+        reason = err.strerror or str(err)
+        print(
+            f"error: {one_line(f'{where}{reason}')}; check the path and free space", file=sys.stderr
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished results and the last checkpoint are kept", file=sys.stderr)
@@ -168,6 +175,8 @@ def _report(args: argparse.Namespace) -> int:
         raise VecbenchError("report: give run/study directories or --storage with --study")
     if args.reps <= 0:
         raise VecbenchError(f"--reps must be > 0, got {args.reps}")
+    if args.output.exists() and not args.output.is_dir():
+        raise VecbenchError(f"{args.output}: -o names an existing file; give a directory")
     page = write_report(
         args.inputs, args.output, args.storage, args.studies, args.threshold, args.reps, args.title
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,7 +20,11 @@ from typing import Any, Literal
 import yaml
 
 from harness import registry
-from harness.errors import ConfigError, FieldError
+from harness.errors import ConfigError, FieldError, one_line, shown
+
+DEVICE_NAMES = re.compile(r"auto|cpu|cuda(:\d+)?")  # what experiment.device accepts
+# A config has hundreds of nodes; an alias bomb ("billion laughs") expands to billions.
+MAX_YAML_NODES = 10_000
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,10 @@ class ExperimentConfig:
             )
         if self.seed < 0:
             raise FieldError("seed", f"must be >= 0, got {self.seed}")
-        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
-            raise FieldError("device", f"must be auto, cpu, cuda or cuda:K, got {self.device!r}")
+        if not DEVICE_NAMES.fullmatch(self.device):
+            raise FieldError(
+                "device", f"must be auto, cpu, cuda or cuda:K, got {shown(self.device)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -107,30 +114,97 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """A config or study file's top-level mapping; any problem is one `ConfigError` line."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "save it as UTF-8"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
+    data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML's safe subset, refusing alias expansion past `MAX_YAML_NODES`; errors are one
+    line with the line and column (PyYAML's own messages span several lines)."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = err.problem or err.context or "unreadable"
+        if err.context and err.problem:
+            start = err.context_mark
+            at = f" at line {start.line + 1}, column {start.column + 1}" if start else ""
+            problem += f" ({err.context}{at})"
+        raise ConfigError(f"{source}: not valid YAML{where}: {one_line(problem, 300)}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {one_line(str(err), 300)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML shares an aliased node rather than copying it, so a few lines can stand for
+    billions of values that anything walking the result (validation, an error's repr) then
+    pays for: count the nodes the document expands to before constructing it."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """Nodes under ``node`` with every alias expanded; memoised, so linear in the text."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise yaml.MarkedYAMLError(
+            problem="an alias refers to itself", problem_mark=node.start_mark
+        )
+    open_.add(key)
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    size = 1 + sum(_expanded_size(child, sizes, open_) for child in children)
+    if size > MAX_YAML_NODES:
+        raise yaml.MarkedYAMLError(
+            problem=f"aliases expand to more than {MAX_YAML_NODES:,} values; write it out instead",
+            problem_mark=node.start_mark,
+        )
+    open_.discard(key)
+    sizes[key] = size
+    return size
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
     """Apply one ``a.b.c=value`` (value parsed as YAML) to a nested dict in place."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected key.path=value")
+        raise ConfigError(f"--set {shown(item)}: expected key.path=value")
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {item!r}: {part} is a value, not a section")
+            raise ConfigError(f"--set {shown(item)}: {part} is a value, not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    node[parts[-1]] = parse_yaml(raw, f"--set {one_line(key, 200)}") if raw.strip() else ""
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
@@ -202,7 +276,7 @@ def _convert(value: Any, hint: Any, path: str, source: str) -> Any:
     if origin is Literal:
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"{source}: {path} must be one of {choices}, got {value!r}")
+            raise ConfigError(f"{source}: {path} must be one of {choices}, got {shown(value)}")
         return value
     if origin is tuple:
         if not isinstance(value, list | tuple):
@@ -242,21 +316,21 @@ def _convert(value: Any, hint: Any, path: str, source: str) -> Any:
 
 
 def _wrong_type(value: Any, expected: str, path: str, source: str) -> typing.NoReturn:
-    raise ConfigError(f"{source}: {path} must be {expected}, got {value!r}")
+    raise ConfigError(f"{source}: {path} must be {expected}, got {shown(value)}")
 
 
 def _section(value: Any, path: str, source: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{source}: {path} must be a mapping, got {value!r}")
+        raise ConfigError(f"{source}: {path} must be a mapping, got {shown(value)}")
     return value
 
 
 def _reject_unknown(data: dict[str, Any], known: set[str], path: str, source: str) -> None:
     for key in data:
         if key not in known:
-            where = f"{path}.{key}" if path else str(key)
+            where = one_line(f"{path}.{key}" if path else str(key), 200)
             raise ConfigError(
                 f"{source}: {where} is not a known key (known: {', '.join(sorted(known))})"
             )
@@ -265,6 +339,7 @@ def _reject_unknown(data: dict[str, Any], known: set[str], path: str, source: st
 def _lookup(table: dict[str, type], name: Any, path: str, source: str) -> type:
     if name not in table:
         raise ConfigError(
-            f"{source}: {path}.name {name!r} is not registered (known: {', '.join(sorted(table))})"
+            f"{source}: {path}.name {shown(name)} is not registered "
+            f"(known: {', '.join(sorted(table))})"
         )
     return table[name]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from harness.errors import ConfigError
+from harness.config import DEVICE_NAMES
+from harness.errors import ConfigError, shown
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without it is a config error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not DEVICE_NAMES.fullmatch(name):  # torch.device raises RuntimeError on nonsense
+        raise ConfigError(f"experiment.device must be auto, cpu, cuda or cuda:K, got {shown(name)}")
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():

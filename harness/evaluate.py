@@ -43,9 +43,7 @@ def evaluate(
     store = RunStore.open(Path(run_dir))
     config = store.config(overrides)
     experiment = config.experiment
-    if device is not None:
-        experiment = dataclasses.replace(experiment, device=device)
-    dev = resolve_device(experiment.device)
+    dev = resolve_device(device if device is not None else experiment.device)
     env_config = dataclasses.replace(config.env, num_envs=episodes)
     if seed is None:
         seed = experiment.seed + EVAL_SEED_OFFSET  # the episodes of evaluations in training

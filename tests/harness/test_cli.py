@@ -116,3 +116,102 @@ def test_train_that_diverges_exits_with_one_line(tmp_path, capsys) -> None:
     assert code == 2
     assert err[-1].startswith("error: ") and "training diverged" in err[-1]
     assert "Traceback" not in "\n".join(err)
+
+
+BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)  # nine levels of nine aliases: 9**9 strings once expanded
+
+
+@pytest.mark.parametrize(
+    ("argv", "files", "message"),
+    [
+        (
+            ["train", "--set", "algo.lr=[1,"],
+            {},
+            "error: --set algo.lr: not valid YAML at line 1, column 4: expected the node content",
+        ),
+        (
+            ["train", "--config", "{tmp}/latin1.yaml"],
+            {"latin1.yaml": b"\xff\xfealgo:\n  lr: 1\n"},
+            "error: {tmp}/latin1.yaml: not UTF-8 text (byte 0xff at offset 0)",
+        ),
+        (
+            ["train", "--config", "{tmp}/broken.yaml"],
+            {"broken.yaml": b"env:\n  num_envs: [1,\n  x: 2\n"},
+            "error: {tmp}/broken.yaml: not valid YAML at line 4, column 1: expected ',' or ']', "
+            "but got '<stream end>' (while parsing a flow sequence at line 2, column 13)",
+        ),
+        (
+            ["train", "--config", "{tmp}/bomb.yaml"],
+            {"bomb.yaml": BOMB.encode()},
+            "error: {tmp}/bomb.yaml: not valid YAML at line 5, column 4: aliases expand to more "
+            "than 10,000 values",
+        ),
+        (
+            ["train", "--config", "{tmp}/self.yaml"],
+            {"self.yaml": b"env: &e {x: *e}\n"},
+            "error: {tmp}/self.yaml: not valid YAML at line 1, column 6: an alias refers to itself",
+        ),
+        (["train", "--config", "{tmp}"], {}, "error: {tmp}: is a directory, not a YAML file"),
+        (
+            ["train", "--device", "cuda:x"],
+            {},
+            "error: --set: experiment.device must be auto, cpu, cuda or cuda:K, got 'cuda:x'",
+        ),
+        (
+            ["train", "--device", "tpu"],
+            {},
+            "error: --set: experiment.device must be auto, cpu, cuda or cuda:K, got 'tpu'",
+        ),
+        (
+            ["report", "{tmp}", "-o", "{tmp}/taken"],
+            {"taken": b"keep me"},
+            "error: {tmp}/taken: -o names an existing file; give a directory",
+        ),
+        (
+            ["train", "--set", "algo.lr=" + "9" * 100 + "x" * 10_000],
+            {},
+            "error: --set: algo.lr must be a number, got '" + "9" * 100 + "x" * 96 + "...",
+        ),
+        (
+            ["train", "--set", "algo." + "k" * 10_000 + "=1"],
+            {},
+            "error: --set: algo." + "k" * 192 + "... is not a known key (known: ",
+        ),
+    ],
+    ids=[
+        "set-not-yaml",
+        "not-utf8",
+        "broken-yaml",
+        "alias-bomb",
+        "recursive-alias",
+        "config-is-dir",
+        "device-cuda-x",
+        "device-tpu",
+        "report-o-is-file",
+        "long-value",
+        "long-key",
+    ],
+)
+def test_bad_input_classes_are_one_line_naming_the_key_or_path(
+    argv: list[str],
+    files: dict[str, bytes],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import time
+
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    start = time.monotonic()
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    elapsed = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and len(err) < 1100, err  # one line, the value cut short
+    assert err.startswith(message.replace("{tmp}", str(tmp_path))), err
+    assert elapsed < 5.0  # the alias bomb is refused, not expanded
+    for name, data in files.items():
+        assert (tmp_path / name).read_bytes() == data  # nothing given is touched

@@ -115,3 +115,11 @@ def test_cuda_request_without_cuda_is_a_clear_error() -> None:
     else:
         with pytest.raises(ConfigError, match="experiment.device is 'cuda' but"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("name", ["cuda:x", "tpu", "cuda:-1", "cpu:0:1"])
+def test_device_strings_torch_rejects_are_a_config_error(name: str) -> None:
+    from harness.device import resolve_device
+
+    with pytest.raises(ConfigError, match="^experiment.device must be auto, cpu, cuda or cuda:K"):
+        resolve_device(name)  # what `vecbench eval --device` passes without the config
