@@ -12,7 +12,9 @@ Run directory layout::
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
 import math
 import os
@@ -28,7 +30,7 @@ import torch
 import yaml
 
 from harness.config import RunConfig, apply_override, config_from_dict, config_hash, to_dict
-from harness.errors import ConfigError, RunDirError
+from harness.errors import ConfigError, RunDirError, one_line
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
@@ -97,7 +99,10 @@ class RunStore:
             raise RunDirError(
                 f"{store.dir}: already holds a run; use --resume {store.dir} or another directory"
             )
-        store.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            store.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _write_error(store.dir, err, "create the run directory") from None
         _atomic_write(store.dir / CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False))
         store.write_meta({**meta, "config_hash": config_hash(config)})
         return store
@@ -158,13 +163,22 @@ class RunStore:
         if added:
             columns += added
             self._rewrite_metrics(columns, None)
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: _format(row.get(k, math.nan)) for k in columns})
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with path.open("a", newline="") as f:
+                end = f.tell()
+                try:
+                    writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+                    if new:
+                        writer.writeheader()
+                    writer.writerow({k: _format(row.get(k, math.nan)) for k in columns})
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError:
+                    with contextlib.suppress(OSError):  # no half row for readers to trip on
+                        f.truncate(end)
+                    raise
+        except OSError as err:
+            raise _write_error(path, err, "append a metrics row", self.dir) from None
 
     def truncate_metrics(self, max_env_steps: int) -> None:
         """Drop rows logged after the checkpoint a resumed run starts from."""
@@ -182,13 +196,17 @@ class RunStore:
         if max_env_steps is not None:
             rows = [r for r in rows if _env_steps(r) <= max_env_steps]
         tmp = path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, restval="")
-            writer.writeheader()
-            writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns, restval="")
+                writer.writeheader()
+                writer.writerows(rows)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            _remove(tmp)
+            raise _write_error(path, err, "rewrite the metrics", self.dir) from None
 
     def metrics(self) -> Any:
         """The metrics table as a pandas DataFrame."""
@@ -202,10 +220,15 @@ class RunStore:
     # Checkpoints -------------------------------------------------------------------------
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Write the training state atomically: a failed write keeps the last checkpoint."""
         path = self.dir / CHECKPOINT_FILE
         tmp = path.with_suffix(".pt.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as err:  # torch's zip writer raises RuntimeError
+            _remove(tmp)
+            raise _write_error(path, err, "write the checkpoint", self.dir) from None
 
     def has_checkpoint(self) -> bool:
         return (self.dir / CHECKPOINT_FILE).is_file()
@@ -292,5 +315,33 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        raise _write_error(path, err, "write") from None
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):  # on a read-only file system it was never created
+        path.unlink(missing_ok=True)
+
+
+def _write_error(
+    path: Path, err: OSError | RuntimeError, what: str, run_dir: Path | None = None
+) -> RunDirError:
+    """One line: the path, what failed and why, and what to do about it."""
+    code = getattr(err, "errno", None)
+    reason = getattr(err, "strerror", None) or one_line(str(err), 200)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        advice = "free disk space"
+    elif code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        advice = "make it writable or choose another --run-dir (experiment.run_root)"
+    elif code in (errno.ENOTDIR, errno.EEXIST):
+        advice = "a part of the path is a file; choose another --run-dir (experiment.run_root)"
+    else:
+        advice = "check free disk space and permissions"
+    if run_dir is not None:  # mid-run: what was written is kept and the run can go on
+        advice += f", then continue with: vecbench train --resume {run_dir}"
+    return RunDirError(f"{path}: cannot {what} ({reason}); {advice}")

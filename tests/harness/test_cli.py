@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -118,6 +119,17 @@ def test_train_that_diverges_exits_with_one_line(tmp_path, capsys) -> None:
     assert "Traceback" not in "\n".join(err)
 
 
+BENCH = json.dumps(
+    [
+        {
+            "mode": "env",
+            "num_envs": 64,
+            "steps_per_second": 1.0,
+            "gpu_memory_peak_mb": 0.0,
+            "device_name": "cpu",
+        }
+    ]
+).encode()  # the least `vecbench report` takes as a bench result
 BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
 )  # nine levels of nine aliases: 9**9 strings once expanded
@@ -170,6 +182,14 @@ BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
             "error: {tmp}/taken: -o names an existing file; give a directory",
         ),
         (
+            ["report", "{tmp}/bench.json", "-o", "{tmp}/blocker/out"],
+            {
+                "bench.json": BENCH,
+                "blocker": b"a file",
+            },
+            "error: {tmp}/blocker/out/figures: Not a directory; check the path and free space",
+        ),
+        (
             ["train", "--set", "algo.lr=" + "9" * 100 + "x" * 10_000],
             {},
             "error: --set: algo.lr must be a number, got '" + "9" * 100 + "x" * 96 + "...",
@@ -190,6 +210,7 @@ BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
         "device-cuda-x",
         "device-tpu",
         "report-o-is-file",
+        "report-o-under-a-file",
         "long-value",
         "long-key",
     ],

@@ -1,0 +1,138 @@
+"""A run directory under file-system faults: one line naming the path and what to do, no
+temporary file left behind, and what was written before kept."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.cli import main
+from harness.config import load_config
+from harness.errors import RunDirError
+from harness.tracking import RunStore
+
+TINY = [
+    "tracking.wandb=disabled",
+    "env.num_envs=64",
+    "algo.num_steps=8",
+    "experiment.log_interval=2",
+    "experiment.checkpoint_interval=2",
+    "experiment.total_env_steps=4096",  # 8 iterations, a checkpoint every 2
+]
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if not line.startswith(("iter", "training", "done"))]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_run_dir_under_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    run_dir = blocker / "run"
+    with pytest.raises(RunDirError, match=f"^{run_dir}: cannot create the run directory"):
+        RunStore.create(run_dir, load_config(), {})
+    assert main(["train", "--run-dir", str(run_dir), "--set", *TINY]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {run_dir}: cannot create the run directory (")
+    assert "choose another --run-dir" in line
+    assert blocker.read_text() == "a file where a directory should be"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_parent_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    parent = tmp_path / "ro"
+    parent.mkdir(mode=0o500)
+    try:
+        assert main(["train", "--run-dir", str(parent / "run"), "--set", *TINY]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert line.startswith(f"error: {parent / 'run'}: cannot create the run directory")
+        assert "make it writable" in line
+    finally:
+        parent.chmod(0o700)
+
+
+def full_disk_on_call(n: int, monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
+    """torch.save writes part of the file, then fails, from its ``n``-th call on."""
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save(obj, f) -> None:
+        calls["n"] += 1
+        if calls["n"] < n:
+            return real_save(obj, f)
+        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise exc
+
+    monkeypatch.setattr("harness.tracking.torch.save", save)
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "(No space left on device)"),
+        (RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"), "("),
+    ],
+    ids=["oserror", "torch-runtimeerror"],
+)
+def test_full_disk_during_a_checkpoint_keeps_the_last_one(
+    exc: Exception, reason: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    run_dir = tmp_path / "run"
+    full_disk_on_call(2, monkeypatch, exc)  # the first checkpoint (iteration 2) succeeds
+    assert main(["train", "--run-dir", str(run_dir), "--set", *TINY]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    checkpoint = run_dir / "checkpoint.pt"
+    assert line.startswith(f"error: {checkpoint}: cannot write the checkpoint {reason}")
+    assert line.endswith(f"then continue with: vecbench train --resume {run_dir}")
+    assert not (run_dir / "checkpoint.pt.tmp").exists()
+    store = RunStore.open(run_dir)
+    assert store.load_checkpoint(torch.device("cpu"))["iteration"] == 2
+    assert list(store.metrics()["iteration"]) == [2, 4]  # rows before the fault are kept
+    monkeypatch.undo()  # space freed: the run goes on from its last checkpoint
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    assert list(store.metrics()["iteration"]) == [2, 4, 6, 8]
+    assert store.summary()["completed"] is True
+
+
+def test_full_disk_while_appending_a_row_leaves_no_half_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RunStore.create(tmp_path / "run", load_config(), {})
+    store.append_metrics({"iteration": 1, "env_steps": 512, "episode_return": 9.5})
+    before = (store.dir / "metrics.csv").read_bytes()
+
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(RunDirError) as err:
+        store.append_metrics({"iteration": 2, "env_steps": 1024, "episode_return": 10.5})
+    assert str(err.value).startswith(
+        f"{store.dir / 'metrics.csv'}: cannot append a metrics row (No space left on device); "
+        "free disk space, then continue with: vecbench train --resume"
+    )
+    assert (store.dir / "metrics.csv").read_bytes() == before
+
+
+def test_read_only_file_system_for_the_summary_keeps_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RunStore.create(tmp_path / "run", load_config(), {})
+    store.write_summary({"completed": False})
+
+    def read_only(src, dst) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(dst))
+
+    monkeypatch.setattr(os, "replace", read_only)
+    with pytest.raises(RunDirError, match=r"summary.json: cannot write \(Read-only file system\)"):
+        store.write_summary({"completed": True})
+    assert not list(store.dir.glob("*.tmp"))
+    monkeypatch.undo()
+    assert store.summary() == {"completed": False}
