@@ -31,6 +31,7 @@ import yaml
 
 from harness.config import RunConfig, apply_override, config_from_dict, config_hash, to_dict
 from harness.errors import ConfigError, RunDirError, one_line
+from harness.metrics_csv import MetricRows, read_metric_rows
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
@@ -191,8 +192,8 @@ class RunStore:
         """Rewrite metrics.csv under ``columns`` (missing values empty), keeping the rows up
         to ``max_env_steps`` (all when None); atomic, so a crash keeps the old file."""
         path = self.dir / METRICS_FILE
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+        table = read_metric_rows(path)  # a row a crash cut short is dropped here
+        rows = [dict(zip(table.columns, row, strict=True)) for row in table.rows]
         if max_env_steps is not None:
             rows = [r for r in rows if _env_steps(r) <= max_env_steps]
         tmp = path.with_suffix(".tmp")
@@ -209,13 +210,13 @@ class RunStore:
             raise _write_error(path, err, "rewrite the metrics", self.dir) from None
 
     def metrics(self) -> Any:
-        """The metrics table as a pandas DataFrame."""
-        import pandas as pd
+        """The metrics table as a pandas DataFrame (see `read_metrics`)."""
+        return self.read_metrics().frame()
 
-        path = self.dir / METRICS_FILE
-        if not path.exists():
-            raise RunDirError(f"{path}: no metrics yet")
-        return pd.read_csv(path)
+    def read_metrics(self) -> MetricRows:
+        """metrics.csv checked: a row cut off mid-write is dropped (and named in
+        ``repaired``), other damage raises `RunDirError` naming the line."""
+        return read_metric_rows(self.dir / METRICS_FILE)
 
     # Checkpoints -------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Nothing here trains or needs W&B: everything is read from the local files that runs,
 studies and ``vecbench bench`` write. An input that cannot be read is named in
-``Collection.problems`` and skipped.
+``Collection.problems`` and skipped; one read after dropping a damaged part (a metrics row
+a crash cut short) is named in ``Collection.repaired``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Collection:
     studies: list[StudyData]
     bench: pd.DataFrame
     problems: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -67,15 +69,17 @@ def collect(
         journals += sorted(path.rglob("journal.log"))
         bench_files += [p for p in sorted(path.rglob("*.json")) if _looks_like_bench(p)]
 
-    runs, curves = [], []
+    runs, curves, repaired = [], [], []
     for run_dir in dict.fromkeys(run_dirs):
         try:
-            row, curve = _read_run(run_dir)
+            row, curve, repair = _read_run(run_dir)
         except (VecbenchError, OSError, ValueError, KeyError) as err:
             problems.append(f"{run_dir}: skipped ({err})")
             continue
         runs.append(row)
         curves.append(curve)
+        if repair:
+            repaired.append(f"{run_dir}: {repair}")
 
     studies: list[StudyData] = []
     for journal in dict.fromkeys(journals):
@@ -100,6 +104,7 @@ def collect(
         studies=studies,
         bench=pd.DataFrame(bench_rows),
         problems=problems,
+        repaired=repaired,
     )
     if collection.empty:
         shown = ", ".join(str(p) for p in inputs) or "(no inputs)"
@@ -136,7 +141,9 @@ def config_key(config_dict: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, str | None]:
+    """The run's row of the runs table, its learning curve, and what was repaired to
+    read it (None when nothing was)."""
     store = RunStore.open(run_dir)
     if not (run_dir / METRICS_FILE).is_file():
         raise ReportError("no metrics.csv: the run never logged")
@@ -145,7 +152,8 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     if not summary.get("completed", False):
         raise ReportError("the run did not complete")
     meta = store.meta()
-    metrics = store.metrics()
+    table = store.read_metrics()  # damage other than a cut-off last row raises: skipped
+    metrics = table.frame()
     if metrics.empty or "episode_return" not in metrics:
         raise ReportError("metrics.csv holds no rows")
     context = meta.get("context") or {}
@@ -187,7 +195,7 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
         "started_at": meta.get("started_at"),
     }
     curve = metrics.assign(run_id=str(run_dir), label=label, task=task)
-    return row, curve
+    return row, curve, table.repaired
 
 
 def _read_journal(path: Path, problems: list[str]) -> list[StudyData]:

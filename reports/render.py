@@ -66,6 +66,7 @@ def write_report(
         "title": title,
         "inputs": [str(p) for p in inputs],
         "problems": collection.problems,
+        "repaired": collection.repaired,
         "sections": [s.title for s in sections],
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))

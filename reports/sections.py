@@ -30,6 +30,8 @@ def build_sections(c: Collection, threshold: float | None, reps: int) -> list[Se
             sections.append(section)
     for study in c.studies:
         sections.append(study_section(study, c))
+    if c.repaired:
+        sections.append(Section("Repaired inputs", [f"- {r}" for r in c.repaired]))
     if c.problems:
         sections.append(Section("Skipped inputs", [f"- {p}" for p in c.problems]))
     return sections
