@@ -7,7 +7,7 @@ Run directory layout::
     metrics.csv     one row per log interval, appended and flushed (survives a crash)
     summary.json    final figures, written when the run ends
     checkpoint.pt   latest training state (written atomically)
-    wandb/          W&B's own files (offline by default)
+    wandb/          W&B's own files (offline by default), and LAST_STEP_FILE
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ META_FILE = "meta.json"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+LAST_STEP_FILE = "vecbench-last-step"  # under wandb/: the last step W&B was sent
 
 
 def git_commit() -> str | None:
@@ -255,6 +256,8 @@ class WandbTracker:
         context: Mapping[str, Any] | None = None,
     ) -> None:
         self.run = None
+        self.last_step = -1  # env steps of the last row W&B was sent, in any segment
+        self._step_file = Path(run_dir) / "wandb" / LAST_STEP_FILE
         tracking = config.tracking
         if tracking.wandb == "disabled":
             return
@@ -274,14 +277,24 @@ class WandbTracker:
             resume="allow" if run_id else None,
             reinit="create_new",
         )
+        if run_id and self._step_file.is_file():
+            # A resumed run repeats the rows after its checkpoint; W&B cannot take back the
+            # ones it was sent before the interruption, so those steps are not sent again.
+            text = self._step_file.read_text().strip()
+            self.last_step = int(text) if text.isdigit() else -1
 
     @property
     def run_id(self) -> str | None:
         return None if self.run is None else self.run.id
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
-        if self.run is not None:
-            self.run.log(dict(metrics), step=step)
+        if self.run is None or step <= self.last_step:
+            return
+        # Committed now: a row W&B holds back for a later step is flushed by finish(),
+        # after the summary, and would overwrite the summary's values with its own.
+        self.run.log(dict(metrics), step=step, commit=True)
+        self.last_step = step
+        _atomic_write(self._step_file, str(step))
 
     def finish(self, summary: Mapping[str, Any]) -> None:
         if self.run is not None:

@@ -136,3 +136,55 @@ def test_read_only_file_system_for_the_summary_keeps_no_temporary(
     assert not list(store.dir.glob("*.tmp"))
     monkeypatch.undo()
     assert store.summary() == {"completed": False}
+
+
+def wandb_summary(path: Path, wait_s: float = 20.0) -> dict[str, object]:
+    """The run file's summary updates merged in order (written asynchronously: waited for)."""
+    import json
+    import time
+
+    from tests.helpers.wandb_records import read_records
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        summary: dict[str, object] = {}
+        for record in read_records(path):
+            if record.WhichOneof("record_type") == "summary":
+                summary.update({i.key: json.loads(i.value_json) for i in record.summary.update})
+        if "completed" in summary or time.monotonic() > deadline:
+            return summary
+        time.sleep(0.5)
+
+
+def test_wandb_after_resume_logs_each_step_once_and_the_summary_of_summary_json(
+    tmp_path: Path,
+) -> None:
+    from harness.runner import resume, train
+    from tests.helpers.wandb_records import logged_history
+
+    def interrupt(row) -> None:
+        if row["iteration"] == 8:
+            raise KeyboardInterrupt
+
+    config = load_config(
+        overrides=[
+            *TINY,
+            "tracking.wandb=offline",
+            "experiment.checkpoint_interval=5",
+            "experiment.total_env_steps=6144",  # 12 iterations, a row every 2
+        ]
+    )
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run_dir=run_dir, on_log=interrupt)
+    resume(run_dir)  # from iteration 5: rows 6 and 8 are trained and written again
+    first, second = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    history = logged_history(first) + logged_history(second)
+    metrics = RunStore.open(run_dir).metrics()
+    assert [h["iteration"] for h in history] == list(metrics["iteration"]) == [2, 4, 6, 8, 10, 12]
+    after = [h["episode_return"] for h in history if h["iteration"] > 8]
+    assert after == pytest.approx(list(metrics["episode_return"].iloc[4:]))
+    summary = RunStore.open(run_dir).summary()
+    logged = wandb_summary(second)
+    assert logged["wall_time_s"] == summary["wall_time_s"]
+    assert logged["env_steps"] == summary["env_steps"] == 6144
