@@ -29,7 +29,14 @@ from typing import Any
 import torch
 import yaml
 
-from harness.config import RunConfig, apply_override, config_from_dict, config_hash, to_dict
+from harness.config import (
+    RunConfig,
+    apply_override,
+    config_from_dict,
+    config_hash,
+    parse_yaml,
+    to_dict,
+)
 from harness.errors import ConfigError, RunDirError, one_line
 from harness.metrics_csv import MetricRows, read_metric_rows
 
@@ -121,9 +128,11 @@ class RunStore:
     def config(self, overrides: list[str] | None = None) -> RunConfig:
         path = self.dir / CONFIG_FILE
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise RunDirError(f"{path}: corrupt YAML: {err}") from None
+            data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+        except ConfigError as err:  # the file vecbench wrote was damaged afterwards
+            raise RunDirError(str(err).replace("not valid YAML", "corrupt YAML", 1)) from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise RunDirError(f"{path}: unreadable ({one_line(str(err), 200)})") from None
         if not isinstance(data, dict):
             raise RunDirError(f"{path}: corrupt, expected a mapping")
         for item in overrides or []:

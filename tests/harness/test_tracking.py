@@ -188,3 +188,26 @@ def test_wandb_after_resume_logs_each_step_once_and_the_summary_of_summary_json(
     logged = wandb_summary(second)
     assert logged["wall_time_s"] == summary["wall_time_s"]
     assert logged["env_steps"] == summary["env_steps"] == 6144
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"env: [broken\n", "corrupt YAML at line 2, column 1: expected ',' or ']'"),
+        (
+            b"a: &a [x, x, x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\n"
+            b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c]\n"
+            b"e: &e [*d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e]\n",
+            "corrupt YAML at line 5, column 4: aliases expand to more than 10,000 values",
+        ),
+        (b"\xff\xfe e\x00n\x00v\x00", "unreadable ('utf-8' codec can't decode byte 0xff"),
+    ],
+    ids=["broken", "alias-bomb", "not-utf8"],
+)
+def test_damaged_config_of_a_run_is_one_line(content: bytes, message: str, tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path / "run", load_config(), {})
+    (store.dir / "config.yaml").write_bytes(content)
+    with pytest.raises(RunDirError) as err:
+        store.config()
+    assert str(err.value).startswith(f"{store.dir / 'config.yaml'}: {message}")
+    assert "\n" not in str(err.value)
