@@ -24,7 +24,9 @@ class Adam:
         eps: float = 1e-8,
     ) -> None:
         self.params = list(params)
-        self.lr = lr  # 0-dim tensor on the params' device; schedules write it in place
+        # 0-dim tensor on the params' device, schedules write it in place; or [K], one lr per
+        # member of stacked parameters [K, ...] (algos.ppo_members).
+        self.lr = lr
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
@@ -48,7 +50,10 @@ class Adam:
         torch._foreach_div_(denom, bias2_sqrt)
         torch._foreach_add_(denom, self.eps)
         update = torch._foreach_div(self.exp_avg, denom)
-        torch._foreach_mul_(update, step_size)
+        if step_size.dim():
+            torch._foreach_mul_(update, [step_size.view(-1, *[1] * (u.dim() - 1)) for u in update])
+        else:
+            torch._foreach_mul_(update, step_size)
         torch._foreach_sub_(self.params, update)
 
     def state_dict(self) -> dict[str, Any]:

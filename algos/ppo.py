@@ -70,6 +70,31 @@ class PPOConfig:
                 raise FieldError(key, f"widths must be > 0, got {list(getattr(self, key))}")
 
 
+def update_statistics(means: torch.Tensor, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+    """An update's logged statistics from the minibatch means of (policy loss, value loss,
+    entropy, KL, clip fraction) along the first axis."""
+    names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+    return {**dict(zip(names, means, strict=True)), "lr": lr.clone()}
+
+
+def clipped_losses(
+    adv: torch.Tensor,
+    ratio: torch.Tensor,
+    values: torch.Tensor,
+    mb: dict[str, torch.Tensor],
+    clip: float | torch.Tensor,
+    clip_value_loss: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clipped surrogate and value losses, means over the last axis (the minibatch)."""
+    surrogate = torch.max(-adv * ratio, -adv * ratio.clamp(1.0 - clip, 1.0 + clip)).mean(-1)
+    if clip_value_loss:
+        clipped = mb["values"] + (values - mb["values"]).clamp(-clip, clip)
+        value_loss = torch.max((values - mb["returns"]) ** 2, (clipped - mb["returns"]) ** 2)
+    else:
+        value_loss = (values - mb["returns"]) ** 2
+    return surrogate, value_loss.mean(-1)
+
+
 class ActorCritic(nn.Module):
     """Separate actor and critic MLPs over normalised observations."""
 
@@ -203,15 +228,7 @@ class PPO(Algorithm):
                 idx = order[start : start + minibatch]
                 totals += self._minibatch_step({k: v[idx] for k, v in batch.items()})
         s.clear()
-        totals /= c.num_epochs * c.num_minibatches
-        return {
-            "policy_loss": totals[0],
-            "value_loss": totals[1],
-            "entropy": totals[2],
-            "approx_kl": totals[3],
-            "clip_fraction": totals[4],
-            "lr": self.lr.clone(),
-        }
+        return update_statistics(totals / (c.num_epochs * c.num_minibatches), self.lr)
 
     def _minibatch_step(self, mb: dict[str, torch.Tensor]) -> torch.Tensor:
         """One gradient step; returns [5] detached statistics."""
@@ -227,15 +244,9 @@ class PPO(Algorithm):
             adv = (adv - mean) / (std + 1e-8)
         log_ratio = log_probs - mb["log_probs"]
         ratio = log_ratio.exp()
-        surrogate = torch.max(
-            -adv * ratio, -adv * ratio.clamp(1.0 - c.clip_coef, 1.0 + c.clip_coef)
-        ).mean()
-        if c.clip_value_loss:
-            clipped = mb["values"] + (values - mb["values"]).clamp(-c.clip_coef, c.clip_coef)
-            value_loss = torch.max((values - mb["returns"]) ** 2, (clipped - mb["returns"]) ** 2)
-            value_loss = value_loss.mean()
-        else:
-            value_loss = ((values - mb["returns"]) ** 2).mean()
+        surrogate, value_loss = clipped_losses(
+            adv, ratio, values, mb, c.clip_coef, c.clip_value_loss
+        )
         loss = surrogate + c.value_coef * value_loss - c.entropy_coef * entropy
 
         self.optimizer.zero_grad()

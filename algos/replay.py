@@ -127,4 +127,3 @@ class ReplayBuffer:
                 getattr(self, name)[:size] = state[name]
         self.position = int(state["position"])  # type: ignore[call-overload]
         self.size = size
-

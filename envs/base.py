@@ -176,7 +176,15 @@ class EpisodeStatistics:
             self.running_terms[:, :-f] += terms
             self.running_terms[:, -f:] = final
         finished = done.to(reward.dtype)  # [N]
-        ended = torch.cat(
+        self.sums += self._ended(finished)
+        keep = 1.0 - finished
+        self.running_return *= keep
+        self.running_length *= keep
+        self.running_terms *= keep.unsqueeze(1)
+
+    def _ended(self, finished: torch.Tensor) -> torch.Tensor:
+        """[3 + K] count, return, length and terms summed over the episodes just ended."""
+        return torch.cat(
             [
                 finished.sum().view(1),
                 (self.running_return * finished).sum().view(1),
@@ -184,11 +192,6 @@ class EpisodeStatistics:
                 (self.running_terms * finished.unsqueeze(1)).sum(0),
             ]
         )
-        self.sums += ended
-        keep = 1.0 - finished
-        self.running_return *= keep
-        self.running_length *= keep
-        self.running_terms *= keep.unsqueeze(1)
 
     def means(
         self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None

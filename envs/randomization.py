@@ -120,10 +120,21 @@ class Randomizer:
                 out[name] = torch.full((n,), nominal, device=self.device)
                 continue
             u = self.random.uniform(n)  # [n] in [0, 1)
+            low, span = self.bounds(name)
+            value = low + span * u
             if spec.distribution == "log_uniform":
-                lo, hi = math.log(spec.low), math.log(spec.high)
-                value = torch.exp(lo + (hi - lo) * u)
-            else:
-                value = spec.low + (spec.high - spec.low) * u
+                value = torch.exp(value)
             out[name] = value * nominal if spec.operation == "scale" else value
         return out
+
+    def bounds(self, name: str) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+        """(low, high - low) of the uniform draw for ``name`` (of its log for log_uniform)."""
+        return draw_bounds(self.ranges[name])
+
+
+def draw_bounds(spec: ParamRange) -> tuple[float, float]:
+    """(low, high - low) of the uniform draw ``spec`` makes (of the log for log_uniform)."""
+    if spec.distribution == "log_uniform":
+        low, high = math.log(spec.low), math.log(spec.high)
+        return low, high - low
+    return spec.low, spec.high - spec.low

@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     except VecbenchError as err:
         print(f"error: {one_line(str(err))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`vecbench study status | head`)
+        return 0
     except OSError as err:  # a file-system fault no layer below named: still one line
         where = f"{err.filename}: " if err.filename else ""
         reason = err.strerror or str(err)
@@ -106,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--gpus", nargs="+", metavar="ID", help="pin workers to these GPUs, one per worker in turn"
     )
+    run.add_argument(
+        "--batch-trials",
+        type=int,
+        metavar="K",
+        help="trials a worker trains together as one batched program (the study file's "
+        "batch_trials)",
+    )
     run.set_defaults(func=_study_run)
     status = study_sub.add_parser("status", help="trials, their state and values, the best")
     status.add_argument("study", type=Path)
@@ -189,7 +198,7 @@ def _study_run(args: argparse.Namespace) -> int:
     from studies.spec import load_study
 
     loaded = load_study(args.study)
-    run_study(loaded, args.workers, args.storage, args.gpus)
+    run_study(loaded, args.workers, args.storage, args.gpus, args.batch_trials)
     print(study_status(loaded, args.storage))
     print(f"results: {loaded.study_dir}")
     return 0

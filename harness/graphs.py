@@ -51,6 +51,41 @@ class GraphedRegion:
         return self.obs, self.outputs
 
 
+GRAPH_WARMUP = 2  # eager iterations before a training iteration is captured
+
+
+class Iterations:
+    """Training iterations ``region(obs) -> (next obs, outputs)``: eager, or with
+    ``use_graph`` GRAPH_WARMUP eager ones on a side stream, then one capture, then replays."""
+
+    def __init__(
+        self,
+        region: Region,
+        env: VecEnv,
+        generators: list[torch.Generator],
+        device: torch.device,
+        use_graph: bool,
+    ) -> None:
+        self.region, self.env, self.generators = region, env, generators
+        self.device, self.use_graph = device, use_graph
+        self.graph: GraphedRegion | None = None
+        self.warmup = 0  # eager iterations run so far toward the capture
+
+    def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        if self.graph is not None:
+            return self.graph()
+        if not self.use_graph:
+            return self.region(obs)
+        with side_stream(self.device):
+            obs, stats = self.region(obs)
+            stats = {k: v.clone() for k, v in stats.items()}
+        self.warmup += 1
+        if self.warmup == GRAPH_WARMUP:
+            self.graph = GraphedRegion(self.region, self.env, self.generators, obs)
+            obs = self.graph.obs
+        return obs, stats
+
+
 class side_stream:  # noqa: N801 - used as a context manager, like torch.cuda.stream
     """Run the block on a fresh side stream, ordered after and before the current one."""
 

@@ -26,12 +26,11 @@ from harness.config import RunConfig, config_hash
 from harness.device import device_name, make_generators
 from harness.errors import ConfigError, DivergedError, RunDirError
 from harness.evaluate import EVAL_SEED_OFFSET, run_episodes
-from harness.graphs import GraphedRegion, side_stream
+from harness.graphs import Iterations
 from harness.registry import make_algo, make_env, speed_up_env
 from harness.tracking import RunStore, WandbTracker, environment_meta
 
 log = logging.getLogger("vecbench.run")  # a study worker sends it to the trial's log
-GRAPH_WARMUP = 2  # eager iterations before a training iteration is captured
 
 #: Called with each metrics row; may raise to stop the run (a pruned study trial).
 LogCallback = Callable[[Mapping[str, float]], None]
@@ -136,8 +135,10 @@ class _Training:
         self.stop_streak = 0  # checks in a row at or above experiment.stop_at_return
         self.use_graph = _use_graph(config, device, self.rank, self.env)
         self.env_stepping = speed_up_env(self.env, exp.fused_env, exp.compile)
-        self.graph: GraphedRegion | None = None
-        self.graph_warmup = 0  # eager iterations run so far toward the capture
+        # The env draws from its own counter: only the algorithm's generator is registered.
+        self.iterate = Iterations(
+            self._eager_iteration, self.env, [self.algo_gen], device, self.use_graph
+        )
         # Env steps of one iteration over all ranks (each steps env.num_envs envs).
         self.steps_per_iteration = (
             self.algo.steps_per_update * self.env.num_envs * self.rank.world_size
@@ -207,7 +208,7 @@ class _Training:
         try:
             while self.iteration < self.total_iterations:
                 self.algo.set_progress(self.iteration / self.total_iterations)
-                obs, stats = self._iterate(obs)
+                obs, stats = self.iterate(obs)
                 for key, value in stats.items():
                     losses[key] = losses[key] + value if key in losses else value.clone()
                 self.iteration += 1
@@ -261,23 +262,6 @@ class _Training:
     def _eager_iteration(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         obs = collect(self.env, self.algo, obs)
         return obs, self.algo.update()
-
-    def _iterate(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One iteration: eager, or (with experiment.cuda_graph) a few eager ones on a
-        side stream, then one capture, then replays."""
-        if self.graph is not None:
-            return self.graph()
-        if not self.use_graph:
-            return self._eager_iteration(obs)
-        with side_stream(self.device):
-            obs, stats = self._eager_iteration(obs)
-            stats = {k: v.clone() for k, v in stats.items()}
-        self.graph_warmup += 1
-        if self.graph_warmup == GRAPH_WARMUP:
-            generators = [self.algo_gen]  # the env draws from its own counter
-            self.graph = GraphedRegion(self._eager_iteration, self.env, generators, obs)
-            obs = self.graph.obs
-        return obs, stats
 
     @property
     def stop_metric(self) -> str:
@@ -440,9 +424,7 @@ def _progress_line(row: Mapping[str, Any], total_iterations: int) -> str:
         f"{row['interval_env_steps_per_second']:>11,.0f} steps/s | "
         f"return {row['episode_return']:8.1f} | length {row['episode_length']:7.1f}"
         + "".join(
-            f" | {label} {row[key]:{spec}}"
-            for key, label, spec in _PROGRESS_EXTRAS
-            if key in row
+            f" | {label} {row[key]:{spec}}" for key, label, spec in _PROGRESS_EXTRAS if key in row
         )
     )
 

@@ -79,6 +79,8 @@ def make_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
         return optuna.pruners.HyperbandPruner(
             min_resource=spec.min_resource or 1, reduction_factor=spec.reduction_factor
         )
+    if spec.name == "threshold":
+        return optuna.pruners.ThresholdPruner(lower=spec.lower, n_warmup_steps=spec.n_warmup_steps)
     if spec.name == "wilcoxon":
         return optuna.pruners.WilcoxonPruner(p_threshold=spec.p_threshold)
     return optuna.pruners.NopPruner()
@@ -190,27 +192,36 @@ class Worker:
         while True:
             for number in self.storage.reap_stale(self.study):
                 log.info("worker %d: trial %d lost its worker; queued again", self.index, number)
-            trial = self._next_trial()
-            if trial is None:
+            trials = self._next_trials(self.spec.batch_trials)
+            if not trials:
                 if self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                     time.sleep(POLL_S)  # another worker's trial may still fail and come back
                     continue
                 return done
-            self._run_trial(trial)
-            done += 1
+            if self.spec.batch_trials == 1:
+                self._run_trial(trials[0])
+            else:
+                from studies.batch import run_batch
 
-    def _next_trial(self) -> optuna.Trial | None:
+                run_batch(self, trials)
+            done += len(trials)
+
+    def _next_trials(self, limit: int) -> list[optuna.Trial]:
+        """Up to ``limit`` trials, as the budget allows."""
+        trials: list[optuna.Trial] = []
         with self.storage.budget_lock(self.spec.name):
-            waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-            if not waiting and budget_used(self.study) >= budget(self.spec):
-                return None
-            trial = self.study.ask()
-            # Beat at once: a database only fails trials that have beaten, so a worker killed
-            # before its first beat would leave this trial running for ever.
-            self.storage.beat(trial)
-            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-            trial.set_user_attr("sampler_stream", self.sampler_stream)
-            return trial
+            while len(trials) < limit:
+                waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                if not waiting and budget_used(self.study) >= budget(self.spec):
+                    break
+                trial = self.study.ask()
+                # Beat at once: a database only fails trials that have beaten, so a worker
+                # killed before its first beat would leave this trial running for ever.
+                self.storage.beat(trial)
+                trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+                trial.set_user_attr("sampler_stream", self.sampler_stream)
+                trials.append(trial)
+        return trials
 
     def _run_trial(self, trial: optuna.Trial) -> None:
         start = time.perf_counter()
@@ -226,6 +237,12 @@ class Worker:
                 outcome = self._supervise(trial, job)
             except Exception as err:  # a bug here must fail this trial, not strand it RUNNING
                 outcome = TrialOutcome(TrialState.FAIL, None, f"{type(err).__name__}: {err}")
+        self.finish(trial, params, outcome, start)
+
+    def finish(
+        self, trial: optuna.Trial, params: dict[str, Any], outcome: TrialOutcome, start: float
+    ) -> None:
+        """Tell Optuna the trial's outcome and print its line."""
         if outcome.state == TrialState.COMPLETE:
             self.study.tell(trial, outcome.values)
         else:

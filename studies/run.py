@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from harness.errors import ConfigError
 from studies.engine import Worker, budget, budget_used, open_study
-from studies.spec import LoadedStudy
+from studies.spec import LoadedStudy, with_batch_trials
 from studies.storage import redact
 from studies.worker_main import STORAGE_ENV
 
@@ -25,10 +25,12 @@ def run_study(
     workers: int = 1,
     storage_url: str | None = None,
     gpus: list[str] | None = None,
+    batch_trials: int | None = None,
 ) -> optuna.Study:
     """Run (or resume) a study with ``workers`` processes; returns it when the budget is spent."""
     if workers <= 0:
         raise ConfigError(f"--workers must be > 0, got {workers}")
+    loaded = with_batch_trials(loaded, batch_trials)
     study, storage = open_study(loaded, storage_url)  # creates it once, before any worker
     log.info(
         "study %s: %d of %d trials used, storage %s, %d worker(s)",
@@ -78,6 +80,7 @@ def worker_launch(
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
     cmd = [sys.executable, "-m", "studies.worker_main", str(loaded.path), "--index", str(index)]
+    cmd += ["--batch-trials", str(loaded.spec.batch_trials)]
     return cmd, env
 
 

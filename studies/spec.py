@@ -17,6 +17,7 @@ Example (see the shipped files in this folder)::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -117,12 +118,21 @@ class SamplerSpec:
 
 @dataclass(frozen=True)
 class PrunerSpec:
-    name: Literal["none", "median", "successive_halving", "hyperband", "wilcoxon"] = "none"
+    name: Literal["none", "median", "successive_halving", "hyperband", "wilcoxon", "threshold"] = (
+        "none"
+    )
     n_startup_trials: int = 5  # median: trials before pruning starts
-    n_warmup_steps: int = 0  # median: env steps before a trial can be pruned
+    n_warmup_steps: int = 0  # median, threshold: env steps before a trial can be pruned
     min_resource: int | None = None  # successive halving / hyperband [env steps]
     reduction_factor: int = 3
     p_threshold: float = 0.1  # wilcoxon
+    # threshold: prune a trial whose return is below it (it judges each trial alone, so it
+    # prunes inside a batch of trials that run together, as the others cannot)
+    lower: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name == "threshold" and self.lower is None:
+            raise FieldError("lower", "is required by the threshold pruner")
 
 
 @dataclass(frozen=True)
@@ -158,8 +168,19 @@ class StudySpec:
     # worker: trials train in the worker's process, one after another (no start-up per
     # trial); process: a process per trial, for tasks that may crash or hang it.
     trial_isolation: Literal["worker", "process"] = "worker"
+    # Trials a worker asks for at once and trains together as one batched program (runs
+    # whose shapes agree share a batch; see harness.members).
+    batch_trials: int = 1
 
     def __post_init__(self) -> None:
+        if self.batch_trials <= 0:
+            raise FieldError("batch_trials", f"must be > 0, got {self.batch_trials}")
+        if self.batch_trials > 1 and self.trial_isolation == "process":
+            raise FieldError(
+                "batch_trials",
+                "trains a batch in the worker's process; set trial_isolation: worker or "
+                "batch_trials: 1",
+            )
         if not self.name or "/" in self.name:
             raise FieldError("name", f"must be a non-empty name without '/', got {self.name!r}")
         if not self.space:
@@ -236,6 +257,17 @@ class LoadedStudy:
             _set_path(data, path, value)
         _set_path(data, "experiment.seed", seed)
         return config_from_dict(data, f"{self.path} (trial)")
+
+
+def with_batch_trials(loaded: LoadedStudy, batch_trials: int | None) -> LoadedStudy:
+    """``loaded`` with batch_trials from the command line (None: the file's)."""
+    if batch_trials is None:
+        return loaded
+    try:
+        spec = dataclasses.replace(loaded.spec, batch_trials=batch_trials)
+    except FieldError as err:
+        raise ConfigError(f"--batch-trials: {err.message}") from None
+    return dataclasses.replace(loaded, spec=spec)
 
 
 def load_study(path: str | Path) -> LoadedStudy:

@@ -90,17 +90,21 @@ class StudyStorage:
     # Heartbeats ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def heartbeat(self, trial: optuna.Trial) -> Iterator[None]:
-        """Keep ``trial`` marked alive while the block runs."""
+    def heartbeat(self, *trials: optuna.Trial) -> Iterator[None]:
+        """Keep ``trials`` marked alive while the block runs (one thread beats them all)."""
         stop = threading.Event()
+
+        def beat_all() -> None:
+            for trial in trials:
+                self.beat(trial)
 
         def beat() -> None:
             while True:
-                self.beat(trial)
+                beat_all()
                 if stop.wait(self.interval_s):
                     return
 
-        self.beat(trial)
+        beat_all()
         thread = threading.Thread(target=beat, daemon=True)
         thread.start()
         try:
@@ -109,7 +113,8 @@ class StudyStorage:
             stop.set()
             thread.join()
             if self.journal_path is not None:
-                self._heartbeat_file(trial.number).unlink(missing_ok=True)
+                for trial in trials:
+                    self._heartbeat_file(trial.number).unlink(missing_ok=True)
 
     def beat(self, trial: optuna.Trial) -> None:
         """Mark ``trial`` alive now."""

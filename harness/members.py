@@ -1,0 +1,324 @@
+"""Training several runs as one batched program: ``train_members(members) -> results``.
+
+Each member is a full run (its config, run directory, metrics.csv, checkpoint, summary and
+W&B run) whose envs are one block of a batched env and whose networks are one slice of
+stacked weights (`algos.ppo_members`). A member that stops (pruned, diverged, or at its
+stop_at_return) learns no more and writes no more rows; the others go on unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from algos.ppo import ActorCritic
+from algos.ppo_members import SHAPE_KEYS, PPOMembers
+from envs.members import make_member_env, shape_key
+from harness.config import RunConfig, config_hash
+from harness.device import device_name, make_generators, resolve_device
+from harness.errors import ConfigError
+from harness.graphs import Iterations
+from harness.registry import ENVS
+from harness.runner import (
+    RunResult,
+    _peak_memory_mb,
+    _rate,
+    _synchronize,
+    collect,
+    diverged_losses,
+)
+from harness.tracking import RunStore, WandbTracker, environment_meta
+
+log = logging.getLogger("vecbench.run")
+
+#: Called with (member index, metrics row); returns why the member should stop ("": go on).
+MemberLog = Callable[[int, Mapping[str, float]], str]
+
+# Experiment settings that fix the loop: equal within a batch.
+_EXPERIMENT_KEYS = (
+    "device",
+    "total_env_steps",
+    "log_interval",
+    "checkpoint_interval",
+    "eval_interval",
+    "cuda_graph",
+    "compile",
+    "fused_env",
+)
+
+
+@dataclass(frozen=True)
+class Member:
+    config: RunConfig
+    run_dir: Path
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+def unsupported(config: RunConfig) -> str | None:
+    """Why ``config`` cannot train as a member of a batch (None: it can)."""
+    if config.algo.name != "ppo":
+        return f"algo.name is {config.algo.name}; batched trials train ppo only"
+    if config.experiment.eval_interval:
+        return "experiment.eval_interval: batched trials do not evaluate during training"
+    if ENVS[config.env.name].not_capturable:
+        return f"env.name is {config.env.name}; its simulator cannot step as blocks of a batch"
+    return None
+
+
+def group_key(config: RunConfig) -> str:
+    """Runs with the same key can train in one batch (shapes and loops agree)."""
+    key = {
+        "env": shape_key(config.env),
+        "algo": {k: getattr(config.algo, k) for k in ("name", *SHAPE_KEYS)},
+        "experiment": {k: getattr(config.experiment, k) for k in _EXPERIMENT_KEYS},
+    }
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def train_members(members: list[Member], on_log: MemberLog | None = None) -> list[RunResult]:
+    """Train every member together; one result per member, in order."""
+    for m in members:
+        why = unsupported(m.config)
+        if why:
+            raise ConfigError(why)
+    keys = {group_key(m.config) for m in members}
+    if len(keys) != 1:
+        raise ConfigError("members of one batch must agree on every shape and loop setting")
+    training = _Batch(members)
+    return training.run(on_log)
+
+
+class _Batch:
+    def __init__(self, members: list[Member]) -> None:
+        self.members = members
+        first = members[0].config
+        self.config = first
+        self.device = device = resolve_device(first.experiment.device)
+        k, n = len(members), first.env.num_envs
+        env_gens, algo_gens, models = [], [], []
+        for m in members:
+            # As a run alone: the seed fixes the init weights, then the two generators.
+            env_gen, algo_gen = make_generators(m.config.experiment.seed, device)
+            env_gens.append(env_gen)
+            algo_gens.append(algo_gen)
+        env = make_member_env([m.config.env for m in members], device, env_gens)
+        self.env_gens = env_gens
+        for m in members:
+            torch.manual_seed(m.config.experiment.seed)
+            models.append(ActorCritic(m.config.algo, env.observation_size, env.action_space))
+        self.env = env
+        self.algo_gens = algo_gens
+        self.algo = PPOMembers(
+            [m.config.algo for m in members],
+            [model.to(device) for model in models],
+            env.action_space,
+            n,
+            device,
+            algo_gens,
+        )
+        if first.experiment.compile:
+            env.compile()
+        self.use_graph = device.type == "cuda" and first.experiment.cuda_graph is not False
+        self.iterate = Iterations(self._eager, env, algo_gens, device, self.use_graph)
+        self.steps_per_iteration = self.algo.steps_per_update * n  # per member
+        self.total_iterations = math.ceil(
+            first.experiment.total_env_steps / self.steps_per_iteration
+        )
+        self.iteration = 0
+        self.active = [True] * k
+        self.best = [-math.inf] * k
+        self.final = [math.nan] * k
+        self.streak = [0] * k
+        self.ended_at = [0] * k  # iteration at which each member stopped
+        self.ended_wall = [math.nan] * k  # training seconds until then
+        self.rate = [math.nan] * k  # env steps/s after burn-in, as of the member's last row
+        self.completed = [False] * k
+
+    def run(self, on_log: MemberLog | None) -> list[RunResult]:
+        exp = self.config.experiment
+        meta = environment_meta(self.device, device_name(self.device))
+        meta.update(env_stepping="batched", cuda_graph=self.use_graph, world_size=1)
+        stores, trackers = [], []
+        for i, m in enumerate(self.members):
+            member_meta = {**meta, "batch": {"members": len(self.members), "index": i}}
+            if m.context:
+                member_meta["context"] = dict(m.context)
+            store = RunStore.create(m.run_dir, m.config, member_meta)
+            tracker = WandbTracker(m.config, store.dir, None, m.context)
+            if tracker.run_id:
+                store.write_meta({**store.meta(), "wandb_run_id": tracker.run_id})
+            stores.append(store)
+            trackers.append(tracker)
+        log.info(
+            "training %d members on %s (%s): %d envs each, %d iterations of %d env steps",
+            len(self.members),
+            self.device,
+            device_name(self.device),
+            self.env.num_envs // len(self.members),
+            self.total_iterations,
+            self.steps_per_iteration,
+        )
+        obs = self.env.reset()
+        start = time.perf_counter()
+        burn_in: tuple[float, int] | None = None
+        interval = (start, 0)
+        losses: dict[str, torch.Tensor] = {}
+        try:
+            while self.iteration < self.total_iterations and any(self.active):
+                self.algo.set_progress(self.iteration / self.total_iterations)
+                obs, stats = self.iterate(obs)
+                for key, value in stats.items():
+                    losses[key] = losses[key] + value if key in losses else value.clone()
+                self.iteration += 1
+                if burn_in is None:
+                    _synchronize(self.device)
+                    burn_in = (time.perf_counter(), self.env_steps)
+                    interval = burn_in
+                last = self.iteration == self.total_iterations
+                if self.iteration % exp.log_interval == 0 or last:
+                    rows = self._log_rows(losses, start, burn_in, interval)
+                    interval = (time.perf_counter(), self.env_steps)
+                    losses = {}
+                    for i, row in enumerate(rows):
+                        if self.active[i]:
+                            self._member_row(i, row, stores[i], trackers[i], on_log, last)
+                            if not self.active[i]:
+                                self.ended_wall[i] = row["wall_time_s"]
+                    log.info(_progress_line(rows, self.active, self.total_iterations))
+                if self.iteration % exp.checkpoint_interval == 0 or last:
+                    for i, store in enumerate(stores):
+                        if self.active[i] or self.ended_at[i] == self.iteration:
+                            store.save_checkpoint(self._checkpoint(i, start))
+        finally:
+            wall = time.perf_counter() - start
+            results = []
+            for i, m in enumerate(self.members):
+                result = self._result(i, m.run_dir, wall)
+                summary = {**result.__dict__, "run_dir": str(result.run_dir)}
+                summary["completed"] = self.completed[i]
+                if self.completed[i]:
+                    stores[i].write_summary(summary)
+                trackers[i].finish(summary)
+                results.append(result)
+        return results
+
+    @property
+    def env_steps(self) -> int:
+        return self.iteration * self.steps_per_iteration
+
+    def _member_row(
+        self,
+        i: int,
+        row: dict[str, float],
+        store: RunStore,
+        tracker: WandbTracker,
+        on_log: MemberLog | None,
+        last: bool,
+    ) -> None:
+        store.append_metrics(row)
+        tracker.log(row, step=self.env_steps)
+        self.rate[i] = row["env_steps_per_second"]
+        ret = row["episode_return"]
+        if not math.isnan(ret):
+            self.final[i] = ret
+            self.best[i] = max(self.best[i], ret)
+        why = on_log(i, row) if on_log is not None else ""
+        stop_at = self.members[i].config.experiment
+        if not why and diverged_losses(row):
+            why = f"diverged ({', '.join(diverged_losses(row))} not finite)"
+        elif not why and stop_at.stop_at_return is not None:
+            self.streak[i] = self.streak[i] + 1 if ret >= stop_at.stop_at_return else 0
+            if self.streak[i] >= stop_at.stop_patience:
+                self.completed[i] = True  # solved: a finished run
+                why = "reached stop_at_return"
+        if last and not why:
+            self.completed[i] = True
+        if why or last:
+            self.active[i] = False
+            self.ended_at[i] = self.iteration
+            self.algo.stop(i)
+            if why:
+                log.info("member %d stops at %d env steps: %s", i, self.env_steps, why)
+
+    def _eager(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        obs = collect(self.env, self.algo, obs)
+        return obs, self.algo.update()
+
+    def _log_rows(
+        self,
+        losses: dict[str, torch.Tensor],
+        start: float,
+        burn_in: tuple[float, int],
+        interval: tuple[float, int],
+    ) -> list[dict[str, float]]:
+        """One metrics row per member, read in one transfer."""
+        episode = self.env.stats.reset_interval()
+        log_interval = self.config.experiment.log_interval
+        n = self.iteration % log_interval or log_interval
+        names = list(episode) + list(losses)
+        values = [episode[k] for k in episode] + [losses[k] / n for k in losses]
+        table = torch.stack([v.float() for v in values], dim=1).tolist()  # [K][F]
+        now = time.perf_counter()
+        common = {
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "wall_time_s": now - start,
+            "env_steps_per_second": _rate(self.env_steps - burn_in[1], now - burn_in[0]),
+            "interval_env_steps_per_second": _rate(self.env_steps - interval[1], now - interval[0]),
+        }
+        rows = []
+        for values_k in table:
+            row: dict[str, Any] = dict(common)
+            row.update(zip(names, values_k, strict=True))
+            rows.append(row)
+        return rows
+
+    def _checkpoint(self, i: int, start: float) -> dict[str, Any]:
+        return {
+            "algo": self.algo.member_state_dict(i),
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "steps_per_iteration": self.steps_per_iteration,
+            "wall_time_s": time.perf_counter() - start,
+            "best_return": self.best[i],
+            "final_return": self.final[i],
+            "env_generator": self.env_gens[i].get_state(),
+            "algo_generator": self.algo_gens[i].get_state(),
+            "config_hash": config_hash(self.members[i].config),
+        }
+
+    def _result(self, i: int, run_dir: Path, wall: float) -> RunResult:
+        iterations = self.ended_at[i] or self.iteration
+        return RunResult(
+            run_dir=run_dir,
+            final_return=self.final[i],
+            best_return=self.best[i] if self.best[i] > -math.inf else math.nan,
+            env_steps=iterations * self.steps_per_iteration,
+            iterations=iterations,
+            wall_time_s=wall if math.isnan(self.ended_wall[i]) else self.ended_wall[i],
+            env_steps_per_second=self.rate[i],
+            gpu_memory_peak_mb=_peak_memory_mb(self.device),
+        )
+
+
+def _progress_line(rows: list[dict[str, float]], active: list[bool], total: int) -> str:
+    returns = sorted(r["episode_return"] for r in rows if not math.isnan(r["episode_return"]))
+    first = rows[0]
+    spread = (
+        f"return min {returns[0]:.1f} median {returns[len(returns) // 2]:.1f} max {returns[-1]:.1f}"
+        if returns
+        else "no episode finished yet"
+    )
+    return (
+        f"iter {first['iteration']:>5}/{total} | {first['env_steps']:>11,} steps each | "
+        f"{first['interval_env_steps_per_second'] * len(rows):>11,.0f} steps/s in all | "
+        f"{sum(active)}/{len(rows)} members training | {spread}"
+    )
