@@ -48,6 +48,8 @@ DEFAULT_DIRECTION = {
     "time_to_threshold": "minimize",
 }
 RETURN_METRICS = ("final_return", "best_return", "eval_return")
+# Objectives that time a run: meaningless for a run that shares a batch (batch_trials).
+TIMED_METRICS = ("env_steps_per_second", "wall_time_s", "time_to_threshold")
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,13 @@ class StudySpec:
     def __post_init__(self) -> None:
         if self.batch_trials <= 0:
             raise FieldError("batch_trials", f"must be > 0, got {self.batch_trials}")
+        timed = [o.metric for o in self.objective if o.metric in TIMED_METRICS]
+        if self.batch_trials > 1 and timed:
+            raise FieldError(
+                "batch_trials",
+                f"cannot be > 1 with the objective {timed[0]}: a run in a batch shares the "
+                "device with the others, so its speed is not its own; set batch_trials: 1",
+            )
         if self.batch_trials > 1 and self.trial_isolation == "process":
             raise FieldError(
                 "batch_trials",

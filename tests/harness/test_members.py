@@ -125,3 +125,25 @@ def test_members_that_disagree_on_shapes_or_algorithm_are_refused(tmp_path: Path
     sac = configs(members=[["algo.name=sac", "env.action_type=continuous"]] * 2)
     with pytest.raises(ConfigError, match="algo.name is sac"):
         train_members([Member(c, tmp_path / f"s{i}") for i, c in enumerate(sac)])
+
+
+def test_each_member_has_its_own_offline_wandb_run(tmp_path: Path) -> None:
+    """Two members, W&B offline: each member's directory holds its own W&B run, whose
+    history is its metrics.csv row by row and whose config is its own."""
+    from tests.helpers.wandb_records import logged_config, logged_history, run_file
+
+    runs = configs(
+        "env.num_envs=32",
+        "experiment.total_env_steps=2048",
+        "tracking.wandb=offline",
+        members=[["experiment.seed=1", "algo.lr=1e-3"], ["experiment.seed=2", "algo.lr=5e-4"]],
+    )
+    train_members([Member(c, tmp_path / f"m{i}") for i, c in enumerate(runs)])
+    for i, lr in enumerate((1e-3, 5e-4)):
+        path = run_file(tmp_path / f"m{i}")
+        history = logged_history(path)
+        rows = metrics(tmp_path / f"m{i}")
+        assert [h["episode_return"] for h in history] == pytest.approx(
+            list(rows["episode_return"]), nan_ok=True
+        )
+        assert logged_config(path)["algo"]["lr"] == lr
