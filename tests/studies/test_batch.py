@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from harness.cli import main
 from harness.tracking import RunStore
+from reports.collect import collect
 from studies.engine import open_study
 from studies.run import run_study
 from studies.spec import load_study
@@ -50,6 +51,12 @@ def test_batched_trials_are_full_trials_grouped_by_shape(write_study, caplog) ->
             assert len(store.metrics()) == 8192 // (8 * config.env.num_envs) // 2
             finals.append(store.summary()["final_return"])
         assert trial.value == pytest.approx(sum(finals) / 2)
+    # Reports read every member's run back, each with its own curve.
+    collection = collect([load_study(path).study_dir])
+    assert collection.problems == [] and len(collection.runs) == 12
+    assert len(collection.studies) == 1 and len(collection.studies[0].trials) == 6
+    assert collection.curves.groupby("run_id").ngroups == 12
+    assert sorted(collection.runs["trial"]) == sorted([t.number for t in study.trials] * 2)
 
 
 def test_a_pruned_member_is_pruned_in_optuna_and_the_others_complete(write_study) -> None:
