@@ -51,6 +51,34 @@ MEMBER_KEYS = (
 )
 
 
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[K, B, I] x [K, O, I] + [K, O] -> [K, B, O]."""
+    return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+
+
+class _BatchedLinear(torch.autograd.Function):
+    """`_linear` whose weight gradient splits the long sample axis into chunks: a batched
+    product with a 64 x 64 output and a 16k-long reduction leaves most of a GPU idle."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        return _linear(x, w, b)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x, w = ctx.saved_tensors
+        k, n, i = x.shape
+        chunks = math.gcd(n, 32) if n >= 2048 else 1
+        # The products autograd would form (x^T g, then transposed), so that unchunked
+        # they round alike.
+        xt = x.reshape(k * chunks, n // chunks, i).transpose(1, 2)
+        gw = torch.bmm(xt, grad.reshape(k * chunks, n // chunks, -1))
+        if chunks > 1:
+            gw = gw.view(k, chunks, *gw.shape[1:]).sum(1)
+        return torch.bmm(grad, w), gw.transpose(1, 2), grad.sum(1)
+
+
 class PPOMembers:
     """The `Algorithm` contract over K members: act/observe take the whole batched env's
     tensors ([K * N, ...]); update returns [K] statistics."""
@@ -126,7 +154,7 @@ class PPOMembers:
             for i, layer in enumerate(getattr(self.template, prefix)):
                 if isinstance(layer, nn.Linear):
                     w, b = self.params[f"{prefix}.{i}.weight"], self.params[f"{prefix}.{i}.bias"]
-                    x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+                    x = _BatchedLinear.apply(x, w, b) if not self.bf16 else _linear(x, w, b)
                 else:
                     x = layer(x)  # a stateless activation
             return x.float()

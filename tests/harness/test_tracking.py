@@ -45,10 +45,20 @@ def test_run_dir_under_a_file_is_one_line(tmp_path: Path, capsys: pytest.Capture
     assert blocker.read_text() == "a file where a directory should be"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_read_only_parent_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_read_only_parent_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     parent = tmp_path / "ro"
     parent.mkdir(mode=0o500)
+    if os.geteuid() == 0:  # root may write anywhere: the refusal it would meet is simulated
+        real_mkdir = os.mkdir
+
+        def mkdir(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if Path(path).parent == parent:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "mkdir", mkdir)
     try:
         assert main(["train", "--run-dir", str(parent / "run"), "--set", *TINY]) == 2
         line = one_error_line(capsys.readouterr().err)

@@ -122,7 +122,12 @@ def test_batch_trials_from_the_command_line_and_refusals(write_study, capsys, ca
     assert main(["study", "run", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "batch_trials" in err[0] and "trial_isolation" in err[0]
-    timed = write_study(name="t", batch_trials=4, objective=["final_return", "wall_time_s"])
+    timed = write_study(
+        name="t",
+        batch_trials=4,
+        objective=["final_return", "wall_time_s"],
+        space={"algo.lr": {"type": "float", "low": 1e-4, "high": 1e-3}},
+    )
     assert main(["study", "run", str(timed)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "batch_trials" in err[0] and "wall_time_s" in err[0]
