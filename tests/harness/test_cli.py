@@ -73,6 +73,23 @@ def test_train_resume_and_eval_in_process(tmp_path: Path, capsys: pytest.Capture
         (["train", "--resume", "r", "--config", "c.yaml"], "error: --resume takes its config"),
         (["eval", "no/such/run"], "error: no/such/run: run directory not found"),
         (["eval", "r", "--episodes", "0"], "error: --episodes must be > 0, got 0"),
+        (["train", "--set", "foo=1"], "error: --set: foo is not a known key (known: algo, env"),
+        (["train", "--set", "experiment.sed=1"], "error: --set: experiment.sed is not a known"),
+        (
+            ["train", "--set", "env.randomization.pole_mass.lowx=1"],
+            "error: --set: env.randomization.pole_mass.lowx is not a known key",
+        ),
+        (["train", "--set", "env.num_envs=abc"], "error: --set: env.num_envs must be an integer"),
+        (["train", "--set", "env.num_envs="], "error: --set: env.num_envs must be an integer"),
+        (
+            ["train", "--set", "tracking.wandb=maybe"],
+            "error: --set: tracking.wandb must be one of 'offline', 'online', 'disabled'",
+        ),
+        (
+            ["train", "--set", "algo.actor_hidden=[64,-1]"],
+            "error: --set: algo.actor_hidden widths must be > 0",
+        ),
+        (["train", "--set", "algo.name=sac"], "error: algo.name sac needs continuous actions"),
     ],
 )
 def test_bad_input_is_one_clear_line(
@@ -81,7 +98,7 @@ def test_bad_input_is_one_clear_line(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(message), err
-    assert "Traceback" not in err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_launch_benchmark_times_a_fresh_process_to_the_threshold() -> None:

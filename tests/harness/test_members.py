@@ -147,3 +147,10 @@ def test_each_member_has_its_own_offline_wandb_run(tmp_path: Path) -> None:
             list(rows["episode_return"]), nan_ok=True
         )
         assert logged_config(path)["algo"]["lr"] == lr
+
+
+def test_a_batch_of_one_is_the_run_alone(tmp_path: Path) -> None:
+    (config,) = configs("env.num_envs=32", "experiment.total_env_steps=3072", members=DISCRETE[1:2])
+    train(config, run_dir=tmp_path / "alone")
+    train_members([Member(config, tmp_path / "member")])
+    assert_same_run(tmp_path / "alone", tmp_path / "member")

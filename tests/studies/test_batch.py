@@ -131,3 +131,22 @@ def test_batch_trials_from_the_command_line_and_refusals(write_study, capsys, ca
     assert main(["study", "run", str(timed)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "batch_trials" in err[0] and "wall_time_s" in err[0]
+
+
+def test_batched_workers_share_a_postgres_study(write_study, postgres_url: str) -> None:
+    """Two worker processes on one PostgreSQL study, each training batches of two: the
+    budget holds, every trial completes, and no point is trained twice."""
+    path = write_study(
+        name="pg-batch",
+        storage=postgres_url,
+        batch_trials=2,
+        space={"algo.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}},
+        n_trials=4,
+        sampler={"name": "random", "seed": 3},
+    )
+    study = run_study(load_study(path), workers=2)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    assert len({t.params["algo.lr"] for t in study.trials}) == 4
+    for trial in study.trials:
+        meta = RunStore.open(Path(trial.user_attrs["run_dirs"][0])).meta()
+        assert meta["batch"]["members"] in (1, 2)
