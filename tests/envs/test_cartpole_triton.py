@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent(
     from envs.cartpole_triton import FusedCartpoleStep
     from envs.randomization import ParamRange
 
-    n = 700  # not a multiple of the kernel's block
+    n = 300  # not a multiple of the kernel's block (128)
     ranges = {
         "pole_mass": ParamRange(0.05, 0.2),
         "gravity": ParamRange(0.5, 1.5, "log_uniform", "scale"),
@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
         fused.step = FusedCartpoleStep(fused)
         eager.reset(), fused.reset()
         g = torch.Generator().manual_seed(0)
-        for _ in range(70):
+        for _ in range(45):
             if kind == "discrete":
                 actions = torch.randint(0, 2, (n,), generator=g)
             else:
@@ -51,7 +51,7 @@ SCRIPT = textwrap.dedent(
             assert torch.equal(fused.episode_step.int(), eager.episode_step)
             assert int(fused.random.counter) == int(eager.random.counter)
         sa, sb = eager.stats.reset_interval(), fused.stats.reset_interval()
-        assert sa["episodes"] > 1000, sa
+        assert sa["episodes"] > 400, sa
         for name, value in sa.items():
             torch.testing.assert_close(sb[name], value, atol=0, rtol=1e-6)
         print(kind, "ok", int(sa["episodes"]), "episodes")
