@@ -228,10 +228,50 @@ def to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+# Settings that do not change a run's numbers, left out of `config_hash`: where results are
+# written and how often (name, run_root, log_interval, checkpoint_interval, all of tracking);
+# how the same computation is executed (cuda_graph replays the eager iteration's kernels;
+# compile and fused_env compute the same steps and draw the same counter-hashed random
+# numbers, rounding at most differently); and device. Device does change numbers (CPU and
+# CUDA generators draw different streams, GPUs round differently) but "auto" does not say
+# which one ran: meta.json's device_name does, and reports show it next to the hash.
+HASH_EXCLUDED = {
+    "experiment": (
+        "name",
+        "run_root",
+        "log_interval",
+        "checkpoint_interval",
+        "cuda_graph",
+        "compile",
+        "fused_env",
+        "device",
+    ),
+    "tracking": None,  # the whole section
+}
+
+
+def semantic_dict(config: RunConfig) -> dict[str, Any]:
+    """The config as `to_dict` gives it, less `HASH_EXCLUDED`: env, algo, and the
+    experiment's seed, budget, stopping and evaluation settings."""
+    data = to_dict(config)
+    for section, keys in HASH_EXCLUDED.items():
+        if keys is None:
+            data.pop(section)
+        else:
+            for key in keys:
+                data[section].pop(key)
+    return data
+
+
 def config_hash(config: RunConfig) -> str:
-    """Short stable hash of the resolved config."""
-    text = json.dumps(to_dict(config), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    """Short stable hash of what changes a run's results (`semantic_dict`): two runs of one
+    experiment share it whatever their folders, names, logging and tracking settings."""
+    return digest(semantic_dict(config), 12)
+
+
+def digest(data: Any, length: int) -> str:
+    """First ``length`` hex digits of the SHA-256 of ``data`` as sorted-key JSON."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]
 
 
 # Building dataclasses from plain data ---------------------------------------------------

@@ -279,7 +279,11 @@ class WandbTracker:
             group=tracking.group,
             tags=list(tracking.tags),
             name=run_dir.name,
-            config={**to_dict(config), **({"context": dict(context)} if context else {})},
+            config={
+                **to_dict(config),
+                "config_hash": config_hash(config),  # groups W&B runs of one experiment
+                **({"context": dict(context)} if context else {}),
+            },
             dir=str(run_dir),
             mode=tracking.wandb,
             id=run_id,

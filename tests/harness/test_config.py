@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from envs.randomization import ParamRange
-from harness.config import config_from_dict, load_config, to_dict
+from harness.config import (
+    HASH_EXCLUDED,
+    config_from_dict,
+    config_hash,
+    load_config,
+    semantic_dict,
+    to_dict,
+)
 from harness.errors import ConfigError
 
 
@@ -123,3 +130,32 @@ def test_device_strings_torch_rejects_are_a_config_error(name: str) -> None:
 
     with pytest.raises(ConfigError, match="^experiment.device must be auto, cpu, cuda or cuda:K"):
         resolve_device(name)  # what `vecbench eval --device` passes without the config
+
+
+def test_config_hash_ignores_folders_names_logging_and_tracking() -> None:
+    base = load_config(overrides=["tracking.wandb=disabled"])
+    same = load_config(
+        overrides=[
+            "experiment.run_root=/elsewhere/runs",
+            "experiment.name=renamed",
+            "experiment.log_interval=7",
+            "experiment.checkpoint_interval=3",
+            "experiment.cuda_graph=false",
+            "experiment.device=cpu",
+            "tracking.wandb=online",
+            "tracking.project=other",
+            "tracking.tags=[a, b]",
+        ]
+    )
+    assert config_hash(same) == config_hash(base)
+    for change in ("algo.lr=0.001", "experiment.seed=1", "experiment.total_env_steps=1000"):
+        assert config_hash(load_config(overrides=[change])) != config_hash(base), change
+
+
+def test_hash_leaves_out_exactly_the_documented_keys() -> None:
+    data = to_dict(load_config())
+    kept = semantic_dict(load_config())
+    assert set(data) - set(kept) == {"tracking"}
+    assert set(data["experiment"]) - set(kept["experiment"]) == set(HASH_EXCLUDED["experiment"])
+    assert kept["env"] == data["env"] and kept["algo"] == data["algo"]
+    assert {"seed", "total_env_steps", "stop_at_return", "eval_interval"} <= set(kept["experiment"])
