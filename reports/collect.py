@@ -8,7 +8,6 @@ a crash cut short) is named in ``Collection.repaired``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.config import to_dict
+from harness.config import RunConfig, config_hash, digest, semantic_dict
 from harness.errors import VecbenchError
 from harness.tracking import CONFIG_FILE, METRICS_FILE, RunStore
 
@@ -43,6 +42,7 @@ class Collection:
     bench: pd.DataFrame
     problems: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
+    duplicate_seeds: list[str] = field(default_factory=list)  # runs counted once, and why
 
     @property
     def empty(self) -> bool:
@@ -98,19 +98,47 @@ def collect(
             continue
         bench_rows += [{**r, "source": str(path)} for r in rows]
 
+    runs_frame, duplicates = drop_duplicate_seeds(pd.DataFrame(runs))
+    curves = [c for c in curves if c["run_id"].iloc[0] in set(runs_frame.get("run_id", []))]
     collection = Collection(
-        runs=pd.DataFrame(runs),
+        runs=runs_frame,
         curves=pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
         studies=studies,
         bench=pd.DataFrame(bench_rows),
         problems=problems,
         repaired=repaired,
+        duplicate_seeds=duplicates,
     )
     if collection.empty:
         shown = ", ".join(str(p) for p in inputs) or "(no inputs)"
         detail = ("; " + "; ".join(problems)) if problems else ""
         raise ReportError(f"no runs, studies or benchmark results found in {shown}{detail}")
     return collection
+
+
+def drop_duplicate_seeds(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Runs of one configuration (label and config key) with one seed, counted once.
+
+    Same seed, same config: the same initial weights and random streams, so not an
+    independent sample (on another GPU it is nearly the same run; on CPU the streams
+    differ, but it still starts from the same weights). The newest by ``started_at``
+    is kept, then the one with most env steps: a rerun usually replaces an earlier
+    attempt. Returns the kept runs and one line per run left out.
+    """
+    if runs.empty:
+        return runs, []
+    key = ["label", "config_key", "seed"]
+    ordered = runs.assign(_started=runs["started_at"].fillna("")).sort_values(
+        ["_started", "env_steps"], kind="stable"
+    )
+    dropped = ordered.duplicated(key, keep="last")
+    kept = ordered[~dropped].set_index(key)["run_id"]
+    notes = [
+        f"{r.run_id}: same configuration ({r.label}, config {r.config_key}) and seed {r.seed} "
+        f"as {kept[(r.label, r.config_key, r.seed)]}, which is counted instead (newer)"
+        for r in ordered[dropped].itertuples()
+    ]
+    return runs[runs["run_id"].isin(kept)].reset_index(drop=True), sorted(notes)
 
 
 def _looks_like_bench(path: Path) -> bool:
@@ -132,13 +160,12 @@ def _is_bench(rows: Any) -> bool:
     )
 
 
-def config_key(config_dict: dict[str, Any]) -> str:
-    """Hash of a run's config without what differs between seeds of one configuration."""
-    data = json.loads(json.dumps(config_dict))
-    data.pop("tracking", None)
-    for key in ("seed", "run_root", "name", "log_interval", "checkpoint_interval"):
-        data.get("experiment", {}).pop(key, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+def config_key(config: RunConfig) -> str:
+    """Hash of a run's config without what differs between seeds of one configuration:
+    `config_hash`'s settings less the seed."""
+    data = semantic_dict(config)
+    del data["experiment"]["seed"]
+    return digest(data, 8)
 
 
 def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, str | None]:
@@ -157,8 +184,7 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, str | None]:
     if metrics.empty or "episode_return" not in metrics:
         raise ReportError("metrics.csv holds no rows")
     context = meta.get("context") or {}
-    data = to_dict(config)
-    key = config_key(data)
+    key = config_key(config)
     env = config.env
     task = env.name + (f"-{env.action_type}" if hasattr(env, "action_type") else "")
     if context:
@@ -191,7 +217,8 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, str | None]:
         "torch": meta.get("torch"),
         "cuda": meta.get("cuda"),
         "git_commit": meta.get("git_commit"),
-        "config_hash": meta.get("config_hash"),
+        # Recomputed: meta.json of runs older than the semantic hash holds a whole-config one.
+        "config_hash": config_hash(config),
         "started_at": meta.get("started_at"),
     }
     curve = metrics.assign(run_id=str(run_dir), label=label, task=task)

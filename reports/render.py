@@ -67,6 +67,7 @@ def write_report(
         "inputs": [str(p) for p in inputs],
         "problems": collection.problems,
         "repaired": collection.repaired,
+        "duplicate_seeds": collection.duplicate_seeds,
         "sections": [s.title for s in sections],
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -30,6 +30,9 @@ def build_sections(c: Collection, threshold: float | None, reps: int) -> list[Se
             sections.append(section)
     for study in c.studies:
         sections.append(study_section(study, c))
+    if c.duplicate_seeds:
+        text = ["Runs that repeat another run's configuration and seed, left out of every table:"]
+        sections.append(Section("Duplicate seeds", text + [f"- {d}" for d in c.duplicate_seeds]))
     if c.repaired:
         sections.append(Section("Repaired inputs", [f"- {r}" for r in c.repaired]))
     if c.problems:
