@@ -164,7 +164,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from harness.evaluate import evaluate
+    from harness.evaluate import evaluate, record_eval
 
     if args.episodes <= 0:
         raise VecbenchError(f"--episodes must be > 0, got {args.episodes}")
@@ -174,6 +174,8 @@ def _eval(args: argparse.Namespace) -> int:
         f"(mean length {result.mean_length:.1f}) over {result.episodes} episodes"
         + "".join(f", {name} {value:.3f}" for name, value in result.metrics.items())
     )
+    record_eval(args.run_dir, result, not args.stochastic, args.overrides)
+    print(f"written to {args.run_dir / 'eval.json'}")
     return 0
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -12,7 +14,7 @@ from algos.base import Algorithm
 from envs.base import VecEnv
 from harness.device import make_generators, resolve_device
 from harness.registry import make_algo, make_env
-from harness.tracking import RunStore
+from harness.tracking import RunStore, WandbTracker
 
 EVAL_SEED_OFFSET = 7_777  # evaluation envs draw from seed + this, apart from training's
 
@@ -53,6 +55,33 @@ def evaluate(
     algo.load_state_dict(store.load_checkpoint(dev)["algo"])
 
     return run_episodes(env, algo, deterministic)
+
+
+def record_eval(
+    run_dir: Path, result: EvalResult, deterministic: bool, overrides: list[str] | None
+) -> dict[str, Any]:
+    """Write ``result`` to the run's eval.json and, when the run has a W&B run (its id in
+    meta.json, tracking not disabled), to that run's summary as ``eval/<name>``: the run is
+    resumed by its id, offline unless its config says online. Returns what was written."""
+    store = RunStore.open(Path(run_dir))
+    record: dict[str, Any] = {
+        "mean_return": result.mean_return,
+        "std_return": result.std_return,
+        "mean_length": result.mean_length,
+        "episodes": result.episodes,
+        "deterministic": deterministic,
+        "overrides": list(overrides or []),
+        "metrics": result.metrics,
+        "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    store.write_eval(record)
+    run_id = store.meta().get("wandb_run_id")
+    if run_id:  # the tracker does nothing when the run's tracking is disabled
+        flat = {**{k: v for k, v in record.items() if k != "metrics"}, **result.metrics}
+        flat["overrides"] = " ".join(record["overrides"])
+        tracker = WandbTracker(store.config(), store.dir, run_id, store.meta().get("context"))
+        tracker.finish({f"eval/{k}": v for k, v in flat.items()})
+    return record
 
 
 def run_episodes(env: VecEnv, algo: Algorithm, deterministic: bool = True) -> EvalResult:

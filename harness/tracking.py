@@ -7,6 +7,7 @@ Run directory layout::
     metrics.csv     one row per log interval, appended and flushed (survives a crash)
     summary.json    final figures, written when the run ends
     checkpoint.pt   latest training state (written atomically)
+    eval.json       the latest `vecbench eval` result (absent until one is run)
     wandb/          W&B's own files (offline by default), and LAST_STEP_FILE
 """
 
@@ -45,6 +46,7 @@ META_FILE = "meta.json"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+EVAL_FILE = "eval.json"
 LAST_STEP_FILE = "vecbench-last-step"  # under wandb/: the last step W&B was sent
 
 
@@ -155,12 +157,11 @@ class RunStore:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Strict JSON: a NaN or infinite number is written as null."""
-        plain = {
-            k: None if isinstance(v, float) and not math.isfinite(v) else v
-            for k, v in summary.items()
-        }
-        text = json.dumps(plain, indent=2, default=str, allow_nan=False)
-        _atomic_write(self.dir / SUMMARY_FILE, text)
+        _atomic_write(self.dir / SUMMARY_FILE, _strict_json(summary))
+
+    def write_eval(self, record: dict[str, Any]) -> None:
+        """eval.json: the latest `vecbench eval` of this run (strict JSON, as summary.json)."""
+        _atomic_write(self.dir / EVAL_FILE, _strict_json(record))
 
     # Metrics -----------------------------------------------------------------------------
 
@@ -338,6 +339,13 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise RunDirError(f"{path}: corrupt JSON: {err}") from None
+
+
+def _strict_json(data: dict[str, Any]) -> str:
+    plain = {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in data.items()
+    }
+    return json.dumps(plain, indent=2, default=str, allow_nan=False)
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -1,0 +1,66 @@
+"""`vecbench eval` keeps its result: eval.json in the run directory, and the run's W&B summary."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.config import load_config
+from harness.runner import train
+from tests.helpers.wandb_records import read_records
+
+TINY = [
+    "env.num_envs=16",
+    "algo.num_steps=8",
+    "experiment.total_env_steps=512",
+    "experiment.log_interval=1",
+    "experiment.device=cpu",
+]
+
+
+def test_eval_writes_what_it_printed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_dir = tmp_path / "run"
+    train(load_config(overrides=[*TINY, "tracking.wandb=disabled"]), run_dir=run_dir)
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--episodes", "8", "--set", "env.max_episode_steps=50"]) == 0
+    out = capsys.readouterr().out
+    printed = re.search(r"mean return ([\d.]+) \+- ([\d.]+) \(mean length ([\d.]+)\) over 8", out)
+    assert printed, out
+    record = json.loads((run_dir / "eval.json").read_text())
+    shown = [f"{record[k]:.1f}" for k in ("mean_return", "std_return", "mean_length")]
+    assert shown == list(printed.groups())
+    assert record["episodes"] == 8 and record["deterministic"] is True
+    assert record["overrides"] == ["env.max_episode_steps=50"]
+    assert record["mean_length"] <= 50 and "evaluated_at" in record
+    assert not (run_dir / "wandb").exists()  # tracking disabled: no W&B run started
+
+
+def eval_summary(run_file: Path, wait_s: float = 20.0) -> dict[str, object]:
+    """The summary a W&B offline run file holds (written asynchronously: waited for)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        summary: dict[str, object] = {}
+        for record in read_records(run_file):
+            if record.WhichOneof("record_type") == "summary":
+                summary.update({i.key: json.loads(i.value_json) for i in record.summary.update})
+        if "eval/mean_return" in summary or time.monotonic() > deadline:
+            return summary
+        time.sleep(0.5)
+
+
+def test_eval_goes_to_the_runs_wandb_summary(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(load_config(overrides=[*TINY, "tracking.wandb=offline"]), run_dir=run_dir)
+    run_id = json.loads((run_dir / "meta.json").read_text())["wandb_run_id"]
+    assert main(["eval", str(run_dir), "--episodes", "8", "--stochastic"]) == 0
+    record = json.loads((run_dir / "eval.json").read_text())
+    training, evaluation = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert evaluation.name == training.name == f"run-{run_id}.wandb"  # the same W&B run
+    summary = eval_summary(evaluation)
+    assert summary["eval/mean_return"] == record["mean_return"]
+    assert summary["eval/episodes"] == 8 and summary["eval/deterministic"] is False
