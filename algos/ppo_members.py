@@ -126,10 +126,7 @@ class PPOMembers:
         )
         # gamma, lambda and their product per env [K * N] (made once: a repeat in the
         # update would wait on the GPU for its output size).
-        self.gae_per_env = [
-            v.repeat_interleave(num_envs)
-            for v in (self.hyper["gamma"], self.hyper["gae_lambda"], self.gamma_lambda)
-        ]
+        self.gae_per_env = [v.repeat_interleave(num_envs) for v in self._gae_members()]
         self.base_lr = self.hyper["lr"].clone()
         self.lr = self.hyper["lr"].clone()  # [K], what Adam reads
         self.optimizer = Adam(self.params.values(), lr=self.lr)
@@ -360,6 +357,39 @@ class PPOMembers:
         self.active[member] = 0.0
         self.lr[member] = 0.0
         self.base_lr[member] = 0.0
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only members ``keep`` (the others stopped): every stacked tensor is cut, so
+        stopped members cost nothing more. Call between iterations."""
+        index = torch.tensor(keep, device=self.device)
+        old = self.optimizer
+        self.params = {
+            name: nn.Parameter(p.detach()[index].clone()) for name, p in self.params.items()
+        }
+        self.buffers = {name: b[index].clone() for name, b in self.buffers.items()}
+        self.hyper = {key: v[index] for key, v in self.hyper.items()}
+        self.gamma_lambda = self.gamma_lambda[index]
+        self.base_lr, self.lr, self.active = self.base_lr[index], self.lr[index], self.active[index]
+        self.optimizer = Adam(self.params.values(), lr=self.lr)
+        self.optimizer.exp_avg = [t[index].clone() for t in old.exp_avg]
+        self.optimizer.exp_avg_sq = [t[index].clone() for t in old.exp_avg_sq]
+        self.optimizer.steps.copy_(old.steps)
+        self.generators = [self.generators[i] for i in keep]
+        self.members = len(keep)
+        self.gae_per_env = [v.repeat_interleave(self.num_envs) for v in self._gae_members()]
+        s = self.storage
+        self.storage = RolloutStorage(
+            s.num_steps,
+            self.members * self.num_envs,
+            s.obs.shape[-1],
+            tuple(s.actions.shape[2:]),
+            s.actions.dtype,
+            self.device,
+        )
+        self.last_obs = None
+
+    def _gae_members(self) -> tuple[torch.Tensor, ...]:
+        return (self.hyper["gamma"], self.hyper["gae_lambda"], self.gamma_lambda)
 
     # Checkpoints: one member's state in the layout of a run alone (algos.ppo.PPO) -------
 

@@ -142,3 +142,34 @@ def make_member_env(
     env.members = members  # type: ignore[attr-defined]
     env.fused_step_unavailable = lambda: "a batch of members steps unfused"  # type: ignore[method-assign]
     return env
+
+
+def select_blocks(env: VecEnv, keep: list[int], obs: torch.Tensor) -> torch.Tensor:
+    """Keep only blocks ``keep`` of a batched env (members that stopped leave the batch);
+    returns ``obs`` [K * N, O] cut the same way."""
+    stats: BlockStatistics = env.stats  # type: ignore[assignment]
+    k, n = stats.members, stats.block
+    index = torch.tensor(keep, device=obs.device)
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 0 or t.shape[0] != k * n:
+            return t
+        return t.view(k, n, *t.shape[1:])[index].reshape(len(keep) * n, *t.shape[1:])
+
+    env.load_tensors({name: pick(t) for name, t in env.tensors().items()})
+    for name, value in list(vars(env).items()):  # a task's own per-env buffers
+        if isinstance(value, torch.Tensor):
+            setattr(env, name, pick(value))
+    for name in ("running_return", "running_length", "running_terms"):
+        setattr(stats, name, pick(getattr(stats, name)))
+    stats.sums, stats.last_means = stats.sums[index], stats.last_means[index]
+    random: BlockRandom = env.random  # type: ignore[assignment]
+    random.keys, random.members = random.keys[index], len(keep)
+    randomizer: BlockRandomizer = env.randomizer  # type: ignore[assignment]
+    randomizer.per_env = {
+        k_: (pick(lo), pick(span)) for k_, (lo, span) in randomizer.per_env.items()
+    }
+    stats.members = env.members = len(keep)  # type: ignore[attr-defined]
+    env.num_envs = len(keep) * n
+    env.config = dataclasses.replace(env.config, num_envs=env.num_envs)
+    return pick(obs)

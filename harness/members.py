@@ -21,7 +21,7 @@ import torch
 
 from algos.ppo import ActorCritic
 from algos.ppo_members import SHAPE_KEYS, PPOMembers
-from envs.members import make_member_env, shape_key
+from envs.members import make_member_env, select_blocks, shape_key
 from harness.config import RunConfig, config_hash
 from harness.device import device_name, make_generators, resolve_device
 from harness.errors import ConfigError
@@ -134,6 +134,7 @@ class _Batch:
         )
         self.iteration = 0
         self.active = [True] * k
+        self.slots = list(range(k))  # the member in each slot of the batch
         self.best = [-math.inf] * k
         self.final = [math.nan] * k
         self.streak = [0] * k
@@ -187,16 +188,20 @@ class _Batch:
                     rows = self._log_rows(losses, start, burn_in, interval)
                     interval = (time.perf_counter(), self.env_steps)
                     losses = {}
-                    for i, row in enumerate(rows):
-                        if self.active[i]:
-                            self._member_row(i, row, stores[i], trackers[i], on_log, last)
-                            if not self.active[i]:
-                                self.ended_wall[i] = row["wall_time_s"]
+                    for slot, row in enumerate(rows):
+                        i = self.slots[slot]
+                        if not self.active[i]:
+                            continue  # stopped, not yet dropped from the batch
+                        self._member_row(i, row, stores[i], trackers[i], on_log, last)
+                        if not self.active[i]:
+                            self.ended_wall[i] = row["wall_time_s"]
                     log.info(_progress_line(rows, self.active, self.total_iterations))
-                if self.iteration % exp.checkpoint_interval == 0 or last:
-                    for i, store in enumerate(stores):
-                        if self.active[i] or self.ended_at[i] == self.iteration:
-                            store.save_checkpoint(self._checkpoint(i, start))
+                interval_due = self.iteration % exp.checkpoint_interval == 0 or last
+                for slot, i in enumerate(self.slots):
+                    # A member that stopped now is checkpointed now, as a run alone would be.
+                    if (self.active[i] and interval_due) or self.ended_at[i] == self.iteration:
+                        stores[i].save_checkpoint(self._checkpoint(i, slot, start))
+                obs = self._compact(obs)
         finally:
             wall = time.perf_counter() - start
             results = []
@@ -244,7 +249,7 @@ class _Batch:
         if why or last:
             self.active[i] = False
             self.ended_at[i] = self.iteration
-            self.algo.stop(i)
+            self.algo.stop(self.slots.index(i))
             if why:
                 log.info("member %d stops at %d env steps: %s", i, self.env_steps, why)
 
@@ -281,9 +286,25 @@ class _Batch:
             rows.append(row)
         return rows
 
-    def _checkpoint(self, i: int, start: float) -> dict[str, Any]:
+    def _compact(self, obs: torch.Tensor) -> torch.Tensor:
+        """Drop stopped members from the batch once they are a quarter of it (each drop
+        captures the iteration again); returns the observation of the members left."""
+        keep = [slot for slot, i in enumerate(self.slots) if self.active[i]]
+        stopped = len(self.slots) - len(keep)
+        if not keep or stopped < max(1, len(self.slots) // 4):
+            return obs
+        obs = select_blocks(self.env, keep, obs)
+        self.algo.select(keep)
+        self.slots = [self.slots[slot] for slot in keep]
+        self.iterate = Iterations(
+            self._eager, self.env, self.algo.generators, self.device, self.use_graph
+        )
+        log.info("%d member(s) left the batch; %d go on", stopped, len(keep))
+        return obs
+
+    def _checkpoint(self, i: int, slot: int, start: float) -> dict[str, Any]:
         return {
-            "algo": self.algo.member_state_dict(i),
+            "algo": self.algo.member_state_dict(slot),
             "iteration": self.iteration,
             "env_steps": self.env_steps,
             "steps_per_iteration": self.steps_per_iteration,
@@ -320,5 +341,5 @@ def _progress_line(rows: list[dict[str, float]], active: list[bool], total: int)
     return (
         f"iter {first['iteration']:>5}/{total} | {first['env_steps']:>11,} steps each | "
         f"{first['interval_env_steps_per_second'] * len(rows):>11,.0f} steps/s in all | "
-        f"{sum(active)}/{len(rows)} members training | {spread}"
+        f"{sum(active)}/{len(active)} members training | {spread}"
     )

@@ -398,8 +398,9 @@ def test_ppo_trains_on_the_quadruped_on_cuda(tmp_path) -> None:
 
 
 def test_graphed_batch_members_follow_their_runs_alone(tmp_path) -> None:
-    """Three members with their own seeds, lr and randomisation ranges trained as one
-    CUDA-graphed batch: each follows its run alone (eager, same seed) in metrics and
+    """Four members with their own seeds, lr and randomisation ranges trained as one
+    CUDA-graphed batch, the first stopped after one iteration (the batch drops it and is
+    captured again): the others follow their runs alone (eager, same seed) in metrics and
     weights over the first iterations (batched and plain matrix products round apart,
     so after tens of iterations an action flips and the runs part, as two GPUs' would)."""
     import pandas as pd
@@ -421,11 +422,17 @@ def test_graphed_batch_members_follow_their_runs_alone(tmp_path) -> None:
             ]
         )
 
-    setups = [(1, 3e-4, 0.2), (2, 1e-3, 0.3), (3, 5e-4, 0.15)]
+    setups = [(1, 3e-4, 0.2), (2, 1e-3, 0.3), (3, 5e-4, 0.15), (4, 1e-3, 0.2)]
+
+    def stop_first(member: int, row: object) -> str:
+        return "pruned" if member == 0 else ""  # the batch drops it and captures again
+
     train_members(
-        [Member(config(*s, graph=True), tmp_path / f"member-{i}") for i, s in enumerate(setups)]
+        [Member(config(*s, graph=True), tmp_path / f"member-{i}") for i, s in enumerate(setups)],
+        stop_first,
     )
-    for i, setup in enumerate(setups):
+    assert len(pd.read_csv(tmp_path / "member-0" / "metrics.csv")) == 1
+    for i, setup in list(enumerate(setups))[1:]:
         alone = train(config(*setup, graph=False), run_dir=tmp_path / f"alone-{i}")
         a = pd.read_csv(alone.run_dir / "metrics.csv")
         b = pd.read_csv(tmp_path / f"member-{i}" / "metrics.csv")

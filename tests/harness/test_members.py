@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -97,18 +98,21 @@ def test_members_with_their_own_randomisation_ranges_on_the_arm(tmp_path: Path) 
         assert_same_run(tmp_path / f"alone-{i}", tmp_path / f"member-{i}", exact_episodes=False)
 
 
-def test_a_stopped_member_leaves_the_others_unchanged(tmp_path: Path) -> None:
-    """Member 0 is stopped at its first row (as a pruned trial is): it writes no more rows
-    and no summary; members 1 and 2 log exactly what they log when nobody stops."""
+def test_a_stopped_member_leaves_the_others_unchanged(tmp_path: Path, caplog) -> None:
+    """Member 0 is stopped at its first row (as a pruned trial is): it leaves the batch
+    (which stops computing for it), writes no more rows and no summary; members 1 and 2
+    log exactly what they log when nobody stops."""
     runs = configs("env.num_envs=32", "experiment.total_env_steps=3072", members=DISCRETE)
     train_members([Member(c, tmp_path / f"all-{i}") for i, c in enumerate(runs)])
 
     def prune_first(member: int, row: object) -> str:
         return "pruned" if member == 0 else ""
 
-    results = train_members(
-        [Member(c, tmp_path / f"some-{i}") for i, c in enumerate(runs)], prune_first
-    )
+    with caplog.at_level(logging.INFO, logger="vecbench.run"):
+        results = train_members(
+            [Member(c, tmp_path / f"some-{i}") for i, c in enumerate(runs)], prune_first
+        )
+    assert "1 member(s) left the batch; 2 go on" in caplog.messages
     assert len(metrics(tmp_path / "some-0")) == 1
     assert results[0].iterations == 2
     assert not (tmp_path / "some-0" / "summary.json").exists()
