@@ -36,7 +36,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vecbench", description=__doc__)
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="print vecbench's version and git commit"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    config = sub.add_parser("config", help="the resolved run config")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser(
+        "show", help="print the config a run would get (defaults <- --config <- --set) as YAML"
+    )
+    show.add_argument("--config", type=Path, help="YAML file overriding the defaults")
+    _add_set(show, "override config values, e.g. algo.lr=1e-3")
+    show.set_defaults(func=_config_show)
 
     train = sub.add_parser("train", help="train one run (PPO on cartpole by default)")
     train.add_argument("--config", type=Path, help="YAML file overriding the defaults")
@@ -121,6 +133,33 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--storage")
     status.set_defaults(func=_study_status)
     return parser
+
+
+class _Version(argparse.Action):
+    """--version: the installed version and the checkout's commit (looked up only when asked)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from harness.tracking import git_commit
+
+        try:
+            installed = version("vecbench")
+        except PackageNotFoundError:
+            installed = "(not installed)"
+        commit = git_commit()
+        print(f"vecbench {installed} (commit {commit[:12] if commit else 'unknown'})")
+        parser.exit()
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from harness.config import load_config, to_dict
+
+    config = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+    return 0
 
 
 def _add_set(parser: argparse.ArgumentParser, help: str) -> None:

@@ -34,6 +34,7 @@ from harness.runner import (
     _synchronize,
     collect,
     diverged_losses,
+    elapsed_and_eta,
 )
 from harness.tracking import RunStore, WandbTracker, environment_meta
 
@@ -195,7 +196,14 @@ class _Batch:
                         self._member_row(i, row, stores[i], trackers[i], on_log, last)
                         if not self.active[i]:
                             self.ended_wall[i] = row["wall_time_s"]
-                    log.info(_progress_line(rows, self.active, self.total_iterations))
+                    log.info(
+                        _progress_line(
+                            rows,
+                            self.active,
+                            self.total_iterations,
+                            self.total_iterations * self.steps_per_iteration,
+                        )
+                    )
                 interval_due = self.iteration % exp.checkpoint_interval == 0 or last
                 for slot, i in enumerate(self.slots):
                     # A member that stopped now is checkpointed now, as a run alone would be.
@@ -330,7 +338,9 @@ class _Batch:
         )
 
 
-def _progress_line(rows: list[dict[str, float]], active: list[bool], total: int) -> str:
+def _progress_line(
+    rows: list[dict[str, float]], active: list[bool], total: int, total_steps: int
+) -> str:
     returns = sorted(r["episode_return"] for r in rows if not math.isnan(r["episode_return"]))
     first = rows[0]
     spread = (
@@ -341,5 +351,9 @@ def _progress_line(rows: list[dict[str, float]], active: list[bool], total: int)
     return (
         f"iter {first['iteration']:>5}/{total} | {first['env_steps']:>11,} steps each | "
         f"{first['interval_env_steps_per_second'] * len(rows):>11,.0f} steps/s in all | "
-        f"{sum(active)}/{len(active)} members training | {spread}"
+        f"{sum(active)}/{len(active)} members training | {spread} | "
+        + elapsed_and_eta(
+            first["wall_time_s"],
+            (total_steps - first["env_steps"]) / first["interval_env_steps_per_second"],
+        )
     )

@@ -225,7 +225,13 @@ class _Training:
                     losses = {}
                     self.store.append_metrics(row)
                     tracker.log(row, step=self.env_steps)
-                    log.info(_progress_line(row, self.total_iterations))
+                    log.info(
+                        _progress_line(
+                            row,
+                            self.total_iterations,
+                            self.total_iterations * self.steps_per_iteration,
+                        )
+                    )
                     if on_log is not None:
                         on_log(row)
                     diverged = diverged_losses(row)
@@ -418,7 +424,7 @@ def _rate(steps: int, seconds: float) -> float:
     return steps / seconds if seconds > 0 and steps > 0 else math.nan
 
 
-def _progress_line(row: Mapping[str, Any], total_iterations: int) -> str:
+def _progress_line(row: Mapping[str, Any], total_iterations: int, total_env_steps: int) -> str:
     return (
         f"iter {row['iteration']:>5}/{total_iterations} | {row['env_steps']:>11,} steps | "
         f"{row['interval_env_steps_per_second']:>11,.0f} steps/s | "
@@ -426,7 +432,30 @@ def _progress_line(row: Mapping[str, Any], total_iterations: int) -> str:
         + "".join(
             f" | {label} {row[key]:{spec}}" for key, label, spec in _PROGRESS_EXTRAS if key in row
         )
+        + " | "
+        + elapsed_and_eta(
+            row["wall_time_s"],
+            (total_env_steps - row["env_steps"]) / row["interval_env_steps_per_second"],
+        )
     )
+
+
+def elapsed_and_eta(elapsed_s: float, remaining_s: float) -> str:
+    """ "1 min 05 s elapsed, eta 40 s" (eta "?" while no rate is known)."""
+    eta = duration(remaining_s) if math.isfinite(remaining_s) else "?"
+    return f"{duration(elapsed_s)} elapsed, eta {eta}"
+
+
+def duration(seconds: float) -> str:
+    """Seconds as people read them: 42 s, 3 min 05 s, 1 h 02 min."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 # Algorithm statistics shown on the progress line when the algorithm logs them.

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from harness.config import to_dict
 from harness.errors import ConfigError
-from harness.runner import diverged_losses
+from harness.runner import diverged_losses, elapsed_and_eta
 from studies.messages import RowLogged, SeedFinished, TrialEvent, TrialJob, decode, encode
 from studies.spec import RETURN_METRICS, LoadedStudy, PrunerSpec, SamplerSpec, StudySpec, dump_spec
 from studies.storage import StudyStorage, redact
@@ -181,6 +181,8 @@ class Worker:
         self.index = index
         self.study, self.storage = open_study(loaded, storage_url)
         self._last_shown = 0.0  # when a trial's progress was last printed
+        self._started = time.perf_counter()
+        self._done_at_start = self._trials_done()  # for the study's eta
         # Workers seeded alike would suggest the same points in lockstep, and a restart would
         # repeat the finished ones: each worker draws from a stream of its own.
         self.sampler_stream = claim_sampler_stream(self.study, self.storage, self.spec.name)
@@ -262,6 +264,24 @@ class Worker:
             time.perf_counter() - start,
             " ".join(f"{k}={_short(v)}" for k, v in params.items()),
         )
+        log.info(self._study_progress())
+
+    def _study_progress(self) -> str:
+        """ "study s: 12 of 64 trials done | 1 min 05 s elapsed, eta 4 min 40 s": the eta
+        from how fast trials have finished (on any worker) since this worker started."""
+        done, total = self._trials_done(), budget(self.spec)
+        elapsed = time.perf_counter() - self._started
+        rate = (done - self._done_at_start) / elapsed if elapsed > 0 else 0.0
+        remaining = (total - done) / rate if rate > 0 else math.inf
+        return f"study {self.spec.name}: {done} of {total} trials done | " + elapsed_and_eta(
+            elapsed, remaining
+        )
+
+    def _trials_done(self) -> int:
+        """Trials of the budget that have ended (complete, pruned, or failed for good)."""
+        trials = self.study.get_trials(deepcopy=False)
+        ongoing = sum(1 for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING))
+        return budget_used(self.study) - ongoing
 
     def _job(self, trial: optuna.Trial, params: dict[str, Any]) -> TrialJob:
         spec = self.spec
