@@ -25,20 +25,20 @@ from harness.errors import FieldError
 
 @dataclass(frozen=True)
 class OffPolicyConfig:
-    name: str = ""
+    name: str = ""  # the algorithm (set by sac and td3)
     num_steps: int = 1  # env steps per iteration (each adds num_envs transitions)
     updates_per_iteration: int = 2  # gradient steps per iteration (update-to-data ratio)
-    batch_size: int = 1024
+    batch_size: int = 1024  # transitions per gradient step
     buffer_size: int = 1_000_000  # transitions kept
     learning_starts: int = 5_000  # env steps of random actions before learning
-    gamma: float = 0.99
+    gamma: float = 0.99  # discount
     n_step: int = 1  # rewards summed per target (n-step returns, as FastTD3 uses 3)
     tau: float = 0.005  # Polyak factor of the target networks
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    hidden: tuple[int, ...] = (256, 256)
-    activation: Activation = "relu"
-    max_grad_norm: float = 10.0
+    actor_lr: float = 3e-4  # Adam's learning rate of the actor
+    critic_lr: float = 3e-4  # Adam's learning rate of the critics
+    hidden: tuple[int, ...] = (256, 256)  # widths of the actor's and critics' hidden layers
+    activation: Activation = "relu"  # tanh, elu or relu
+    max_grad_norm: float = 10.0  # gradient norm clipped to this
     normalize_observations: bool = True  # running mean/std, as PPO; raw obs in the buffer
 
     def __post_init__(self) -> None:

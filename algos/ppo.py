@@ -29,25 +29,26 @@ from harness.errors import FieldError
 
 @dataclass(frozen=True)
 class PPOConfig:
-    name: str = "ppo"
+    name: str = "ppo"  # the algorithm: ppo, sac or td3
     num_steps: int = 16  # T, rollout length per env per update
     num_epochs: int = 4  # passes over each rollout
     num_minibatches: int = 4  # minibatches per pass
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95  # GAE's lambda (bias against variance of advantages)
     clip_coef: float = 0.2  # surrogate ratio clip
-    clip_value_loss: bool = True
-    value_coef: float = 1.0
-    entropy_coef: float = 0.0
-    lr: float = 3e-4
+    clip_value_loss: bool = True  # clip the value update to clip_coef, as the policy's
+    value_coef: float = 1.0  # weight of the value loss
+    entropy_coef: float = 0.0  # weight of the entropy bonus
+    lr: float = 3e-4  # Adam's learning rate (the start of a schedule)
+    # fixed; linear: to 0 over the budget; adaptive: from the KL (rsl_rl's rule)
     lr_schedule: Literal["fixed", "linear", "adaptive"] = "adaptive"
     desired_kl: float = 0.005  # target KL of the adaptive schedule
-    max_grad_norm: float = 1.0
-    normalize_advantages: bool = True
-    normalize_observations: bool = True
-    actor_hidden: tuple[int, ...] = (64, 64)
-    critic_hidden: tuple[int, ...] = (64, 64)
-    activation: Activation = "tanh"
+    max_grad_norm: float = 1.0  # gradient norm clipped to this
+    normalize_advantages: bool = True  # per minibatch, to mean 0 and std 1
+    normalize_observations: bool = True  # running mean and std, saved with the policy
+    actor_hidden: tuple[int, ...] = (64, 64)  # widths of the actor's hidden layers
+    critic_hidden: tuple[int, ...] = (64, 64)  # widths of the critic's hidden layers
+    activation: Activation = "tanh"  # tanh, elu or relu
     init_log_std: float = 0.0  # Gaussian head only
     # bfloat16: the networks' forward passes run under autocast (mixed precision).
     policy_precision: Literal["float32", "bfloat16"] = "float32"

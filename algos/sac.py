@@ -20,10 +20,10 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 @dataclass(frozen=True)
 class SACConfig(OffPolicyConfig):
-    name: str = "sac"
-    alpha_lr: float = 3e-4
-    init_alpha: float = 0.1
-    autotune_alpha: bool = True
+    name: str = "sac"  # the algorithm
+    alpha_lr: float = 3e-4  # learning rate of the entropy temperature
+    init_alpha: float = 0.1  # entropy temperature at the start
+    autotune_alpha: bool = True  # learn the temperature toward target_entropy
     target_entropy: float | None = None  # default: -A
 
     def __post_init__(self) -> None:

@@ -17,14 +17,14 @@ from harness.errors import FieldError
 
 @dataclass(frozen=True)
 class TD3Config(OffPolicyConfig):
-    name: str = "td3"
+    name: str = "td3"  # the algorithm
     exploration_noise: float = 0.1  # std of the action noise while collecting
     # Each env explores with its own std, drawn once from [exploration_noise_min,
     # exploration_noise] (FastTD3's mixed noise: some envs stay near the greedy policy while
     # others explore widely); null: every env uses exploration_noise.
     exploration_noise_min: float | None = None
     policy_noise: float = 0.2  # std of the target policy smoothing noise
-    noise_clip: float = 0.5
+    noise_clip: float = 0.5  # the smoothing noise clipped to +- this
     policy_delay: int = 2  # critic updates per actor (and target) update
 
     def __post_init__(self) -> None:

@@ -46,7 +46,7 @@ NOMINAL_PARAMS = {
 
 @dataclass(frozen=True)
 class ArmConfig(EnvConfig):
-    name: str = "arm"
+    name: str = "arm"  # the task
     max_episode_steps: int = 100  # 2 s at 50 Hz
     substeps: int = 2  # physics steps of the model's timestep per control step
     success_tolerance: float = 0.05  # [m]

@@ -104,8 +104,8 @@ class EnvStep:
 class EnvConfig:
     """Settings every task shares; each task subclasses this with its own fields."""
 
-    name: str = "cartpole"
-    num_envs: int = 256
+    name: str = "cartpole"  # the task: cartpole, arm or quadruped
+    num_envs: int = 256  # envs stepped together (per GPU under torchrun)
     max_episode_steps: int = 500  # time limit [steps]
     # Per-env physics parameters re-sampled on reset, by parameter name.
     randomization: dict[str, ParamRange] = field(default_factory=dict)

@@ -36,7 +36,8 @@ NOMINAL_PARAMS = {
 
 @dataclass(frozen=True)
 class CartpoleConfig(EnvConfig):
-    name: str = "cartpole"
+    name: str = "cartpole"  # the task
+    # discrete: push left or right (gymnasium); continuous: a force in [-1, 1] x force_mag
     action_type: Literal["discrete", "continuous"] = "discrete"
     nominal_params: ClassVar[dict[str, float]] = NOMINAL_PARAMS
 

@@ -54,8 +54,8 @@ INSTALL_HINT = (
 
 @dataclass(frozen=True)
 class QuadrupedConfig(EnvConfig):
-    name: str = "quadruped"
-    num_envs: int = 256
+    name: str = "quadruped"  # the task
+    num_envs: int = 256  # envs stepped together by one MJX batch
     max_episode_steps: int = 1000  # 20 s at 50 Hz
     substeps: int = 4  # physics steps of 5 ms per control step
     action_scale: float = 0.5  # [rad] of joint target per unit action

@@ -25,10 +25,10 @@ class ParamRange:
     distribution ``log_uniform`` draws log(value) uniformly (low must be > 0).
     """
 
-    low: float
-    high: float
-    distribution: Literal["uniform", "log_uniform"] = "uniform"
-    operation: Literal["absolute", "scale"] = "absolute"
+    low: float  # lower bound (of the value, or of the scale with operation scale)
+    high: float  # upper bound
+    distribution: Literal["uniform", "log_uniform"] = "uniform"  # log_uniform: of the log
+    operation: Literal["absolute", "scale"] = "absolute"  # scale: times the nominal value
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high)):

@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--config", type=Path, help="YAML file overriding the defaults")
     _add_set(show, "override config values, e.g. algo.lr=1e-3")
     show.set_defaults(func=_config_show)
+    keys = config_sub.add_parser("keys", help="every config key: type, default, meaning")
+    keys.set_defaults(func=_config_keys)
 
     train = sub.add_parser("train", help="train one run (PPO on cartpole by default)")
     train.add_argument("--config", type=Path, help="YAML file overriding the defaults")
@@ -159,6 +161,13 @@ def _config_show(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+    return 0
+
+
+def _config_keys(args: argparse.Namespace) -> int:
+    from harness.keys import keys_text
+
+    print(keys_text())
     return 0
 
 

@@ -30,7 +30,7 @@ MAX_YAML_NODES = 10_000
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str = ""  # empty: "<env>-<algo>"
-    seed: int = 0
+    seed: int = 0  # seeds the networks' init, the envs and the actions
     device: str = "auto"  # auto | cpu | cuda | cuda:K
     total_env_steps: int = 500_000  # training budget [env steps]
     log_interval: int = 5  # [iterations] between metric rows
@@ -80,11 +80,11 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    wandb: Literal["offline", "online", "disabled"] = "offline"
-    project: str = "vecbench"
-    entity: str | None = None
-    group: str | None = None
-    tags: tuple[str, ...] = ()
+    wandb: Literal["offline", "online", "disabled"] = "offline"  # offline: files only
+    project: str = "vecbench"  # W&B project
+    entity: str | None = None  # W&B team or user (null: your default)
+    group: str | None = None  # W&B group (a study sets its name)
+    tags: tuple[str, ...] = ()  # W&B tags
 
 
 @dataclass(frozen=True)

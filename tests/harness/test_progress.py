@@ -104,3 +104,25 @@ def test_config_show_prints_the_resolved_config_that_loads_back(tmp_path: Path, 
     assert main(["config", "show", "--set", "algo.lrr=1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "algo.lrr is not a known key" in err
+
+
+def test_config_keys_lists_every_field_with_its_meaning(capsys) -> None:
+    """Every field of every config class is listed once in its section, with a meaning
+    (the comment that explains it in the code), its type and its default."""
+    import dataclasses
+
+    from harness.keys import all_keys
+    from harness.registry import ALGO_CONFIGS, ENV_CONFIGS
+
+    keys = all_keys()
+    assert [k.path for k in keys if not k.meaning] == []
+    sections = {(k.section, k.path) for k in keys}
+    assert len(sections) == len(keys)
+    for cls in [*ENV_CONFIGS.values(), *ALGO_CONFIGS.values()]:
+        listed = {k.path.split(".", 1)[1] for k in keys if k.path.startswith(("env.", "algo."))}
+        assert {f.name for f in dataclasses.fields(cls)} <= listed, cls
+    assert main(["config", "keys"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.split()[:1] == ["algo.lr"])
+    assert row.split()[1:3] == ["float", "0.0003"] and "learning rate" in row
+    assert "env.randomization.<parameter>.low" in out
