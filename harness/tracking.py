@@ -255,6 +255,14 @@ class RunStore:
             raise RunDirError(f"{path}: cannot read checkpoint ({err})") from None
 
 
+def run_name(config: RunConfig, run_dir: Path, context: Mapping[str, Any] | None) -> str:
+    """A study's runs as <study>-t<trial>-s<seed> (their folders are all seed-S); other runs
+    by their folder's name."""
+    if context and "study" in context and "trial" in context:
+        return f"{context['study']}-t{context['trial']}-s{config.experiment.seed}"
+    return Path(run_dir).name
+
+
 class WandbTracker:
     """Weights & Biases, offline by default; ``disabled`` makes every call a no-op."""
 
@@ -264,6 +272,7 @@ class WandbTracker:
         run_dir: Path,
         run_id: str | None,
         context: Mapping[str, Any] | None = None,
+        job_type: str = "train",
     ) -> None:
         self.run = None
         self.last_step = -1  # env steps of the last row W&B was sent, in any segment
@@ -278,8 +287,9 @@ class WandbTracker:
             project=tracking.project,
             entity=tracking.entity,
             group=tracking.group,
-            tags=list(tracking.tags),
-            name=run_dir.name,
+            tags=list(dict.fromkeys([*tracking.tags, config.env.name, config.algo.name])),
+            name=run_name(config, run_dir, context),
+            job_type=job_type,
             config={
                 **to_dict(config),
                 "config_hash": config_hash(config),  # groups W&B runs of one experiment

@@ -102,3 +102,17 @@ def logged_history(path: Path) -> list[dict[str, Any]]:
                 row[key] = json.loads(item.value_json)
         rows.append(row)
     return rows
+
+
+def logged_run(path: Path) -> dict[str, Any]:
+    """The run record's identity: display name, job type, group and tags."""
+    for record in read_records(path):
+        if record.WhichOneof("record_type") == "run":
+            run = record.run
+            return {
+                "name": run.display_name,
+                "job_type": run.job_type,
+                "group": run.run_group,
+                "tags": list(run.tags),
+            }
+    raise ValueError(f"{path}: no run record")

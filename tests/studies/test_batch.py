@@ -150,3 +150,32 @@ def test_batched_workers_share_a_postgres_study(write_study, postgres_url: str) 
     for trial in study.trials:
         meta = RunStore.open(Path(trial.user_attrs["run_dirs"][0])).meta()
         assert meta["batch"]["members"] in (1, 2)
+
+
+def test_study_runs_are_named_by_study_trial_and_seed_in_wandb(write_study) -> None:
+    """W&B offline: each member's run is <study>-t<trial>-s<seed>, job type train, grouped by
+    study, tagged with its task and algorithm."""
+    from tests.helpers.wandb_records import logged_run, run_file
+
+    path = write_study(
+        name="wb",
+        config={
+            "tracking": {"wandb": "offline", "tags": ["mine"]},
+            "env": {"num_envs": 16},
+            "experiment": {"total_env_steps": 512},
+        },
+        space={"algo.lr": {"type": "float", "low": 1e-4, "high": 1e-3}},
+        seeds=[0, 1],
+        n_trials=2,
+        batch_trials=2,
+    )
+    study = run_study(load_study(path))
+    for trial in study.trials:
+        for seed, run_dir in zip((0, 1), trial.user_attrs["run_dirs"], strict=True):
+            run = logged_run(run_file(Path(run_dir)))
+            assert run == {
+                "name": f"wb-t{trial.number}-s{seed}",
+                "job_type": "train",
+                "group": "wb",
+                "tags": ["mine", "cartpole", "ppo"],
+            }
