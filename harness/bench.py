@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import math
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -217,8 +218,12 @@ def run_bench(
     steps: int = 200,
     train_iterations: int = 20,
     threshold: float = 475.0,
+    repeats: int = 1,
 ) -> list[dict[str, Any]]:
-    """One row per (mode, num_envs) with the hardware and software it ran on."""
+    """One row per (mode, num_envs) with the hardware and software it ran on: the median
+    of ``repeats`` measurements, with their minimum and maximum."""
+    if repeats <= 0:
+        raise ConfigError(f"--repeats must be > 0, got {repeats}")
     device = resolve_device(config.experiment.device)
     meta = environment_meta(device, device_name(device))
     rows = []
@@ -227,16 +232,22 @@ def run_bench(
         for mode in modes:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            extra: dict[str, float] = {}
-            if mode == "launch":
-                extra = launch_to_return(cfg, threshold)
-                rate = extra.pop("steps_per_second")
-            elif mode == "env":
-                rate = env_steps_per_second(cfg, steps=steps)
-            elif mode == "inference":
-                rate = inference_steps_per_second(cfg, steps=steps)
-            else:
-                rate = train_steps_per_second(cfg, iterations=train_iterations)
+            measured: list[tuple[float, dict[str, float]]] = []
+            for _ in range(repeats):
+                extra: dict[str, float] = {}
+                if mode == "launch":
+                    extra = launch_to_return(cfg, threshold)
+                    rate = extra.pop("steps_per_second")
+                elif mode == "env":
+                    rate = env_steps_per_second(cfg, steps=steps)
+                elif mode == "inference":
+                    rate = inference_steps_per_second(cfg, steps=steps)
+                else:
+                    rate = train_steps_per_second(cfg, iterations=train_iterations)
+                measured.append((rate, extra))
+            rates = sorted(r for r, _ in measured)
+            rate = statistics.median(rates)
+            extra = sorted(measured, key=lambda m: m[0])[(repeats - 1) // 2][1]  # the median's
             row = {
                 "task": cfg.env.name,
                 "algo": cfg.algo.name,
@@ -248,6 +259,9 @@ def run_bench(
                 "policy_precision": getattr(cfg.algo, "policy_precision", "float32"),
                 "actor_hidden": "x".join(map(str, getattr(cfg.algo, "actor_hidden", ()))),
                 "steps_per_second": rate,
+                "steps_per_second_min": rates[0],
+                "steps_per_second_max": rates[-1],
+                "repeats": repeats,
                 "gpu_memory_peak_mb": (
                     torch.cuda.max_memory_allocated(device) / 2**20
                     if device.type == "cuda"
@@ -275,7 +289,9 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| mode | num_envs | steps/s |", "| --- | ---: | ---: |"]
+    repeats = max((r.get("repeats", 1) for r in rows), default=1)
+    head = f"steps/s (median of {repeats}, min-max)" if repeats > 1 else "steps/s"
+    lines = [f"| mode | num_envs | {head} |", "| --- | ---: | ---: |"]
     for r in rows:
         rate = r["steps_per_second"]
         shown = "nan" if math.isnan(rate) else f"{rate:.3g}"
@@ -284,6 +300,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 f" (launch to {r['threshold']:g}: {r['launch_s']:.1f} s, "
                 f"training {r['train_s']:.1f} s)"
             )
+        if r.get("repeats", 1) > 1:
+            shown += f" ({r['steps_per_second_min']:.3g}-{r['steps_per_second_max']:.3g})"
         lines.append(f"| {r['mode']} | {r['num_envs']} | {shown} |")
     if rows:
         r = rows[0]

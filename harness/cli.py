@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--threshold", type=float, default=475.0, help="mean return for launch")
     bench.add_argument("--steps", type=int, default=200, help="timed env steps per figure")
     bench.add_argument("--train-iterations", type=int, default=20)
+    bench.add_argument(
+        "--repeats",
+        type=int,
+        help="measurements per figure; the median is reported with the min and max "
+        "(default: 5 on CUDA, 1 on CPU)",
+    )
     bench.add_argument("-o", "--output", type=Path, help="write OUTPUT.json and OUTPUT.csv")
     bench.set_defaults(func=_bench)
 
@@ -269,8 +275,19 @@ def _bench(args: argparse.Namespace) -> int:
     if any(n <= 0 for n in args.num_envs) or args.steps <= 0 or args.train_iterations <= 0:
         raise VecbenchError("--num-envs, --steps and --train-iterations must be > 0")
     config = load_config(args.config, _overrides(args))
+    repeats = args.repeats
+    if repeats is None:  # a GPU's figures vary by more than 5 % from one measurement to the next
+        from harness.device import resolve_device
+
+        repeats = 5 if resolve_device(config.experiment.device).type == "cuda" else 1
     rows = run_bench(
-        config, args.num_envs, tuple(args.modes), args.steps, args.train_iterations, args.threshold
+        config,
+        args.num_envs,
+        tuple(args.modes),
+        args.steps,
+        args.train_iterations,
+        args.threshold,
+        repeats,
     )
     if args.output is not None:
         write_results(rows, args.output)

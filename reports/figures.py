@@ -23,7 +23,23 @@ def throughput_scaling(table: pd.DataFrame) -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for mode, part in table.groupby("mode", sort=False):
         part = part.sort_values("num_envs")
-        ax.plot(part["num_envs"], part["steps_per_second"], "o-", label=MODE_NAMES.get(mode, mode))
+        (line,) = ax.plot(
+            part["num_envs"], part["steps_per_second"], "o-", label=MODE_NAMES.get(mode, mode)
+        )
+        if "steps_per_second_min" in part and part["steps_per_second_min"].notna().any():
+            # min-max of repeated measurements (vecbench bench --repeats)
+            spread = [
+                part["steps_per_second"] - part["steps_per_second_min"],
+                part["steps_per_second_max"] - part["steps_per_second"],
+            ]
+            ax.errorbar(
+                part["num_envs"],
+                part["steps_per_second"],
+                yerr=spread,
+                fmt="none",
+                ecolor=line.get_color(),
+                capsize=3,
+            )
         n0, r0 = part["num_envs"].iloc[0], part["steps_per_second"].iloc[0]
         ax.plot(part["num_envs"], r0 * part["num_envs"] / n0, ":", color="grey", linewidth=1)
     ax.plot([], [], ":", color="grey", label="ideal linear scaling")

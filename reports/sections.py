@@ -75,10 +75,21 @@ def metadata(c: Collection) -> Section:
     return section
 
 
+# Spread of repeated benchmark measurements, where the bench rows have it.
+SPREAD = ("steps_per_second_min", "steps_per_second_max", "repeats")
+
+
 def throughput(c: Collection, threshold: float | None, reps: int) -> Section | None:
     parts = []
     if not c.bench.empty:
-        cols = ["mode", "num_envs", "steps_per_second", "gpu_memory_peak_mb", "device_name"]
+        cols = [
+            "mode",
+            "num_envs",
+            "steps_per_second",
+            *SPREAD,
+            "gpu_memory_peak_mb",
+            "device_name",
+        ]
         varied = {k for k in ("task", "actor_hidden") if k in c.bench and c.bench[k].nunique() > 1}
         labels = [_bench_label(r, varied) for r in c.bench.to_dict("records")]
         bench = c.bench.assign(mode=labels)
@@ -109,12 +120,20 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
         table.groupby(["mode", "num_envs"], sort=False)
         .agg(
             steps_per_second=("steps_per_second", "mean"),
+            **{k: (k, "min" if k.endswith("min") else "max") for k in SPREAD if k in table},
             gpu_memory_peak_mb=("gpu_memory_peak_mb", "max"),
             device_name=("device_name", "first"),
         )
         .reset_index()
     )
     section = Section("Throughput scaling")
+    repeats = table["repeats"].max() if "repeats" in table else math.nan
+    if repeats > 1:
+        section.text.append(
+            f"Each benchmark figure is the median of {int(repeats)} measurements (vecbench bench "
+            "--repeats); the bars and the _min/_max columns span the lowest to the highest. "
+            "The knees use the medians."
+        )
     section.text.append(
         "Env steps per second against the number of parallel envs: env stepping alone, env "
         "plus policy inference, and end-to-end training (after a burn-in iteration). The dotted "

@@ -81,7 +81,11 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     study.write_text(yaml.safe_dump(spec))
     run_study(load_study(study))
     rows = run_bench(
-        load_config(overrides=["tracking.wandb=disabled"]), [16, 64], ("env", "inference"), steps=5
+        load_config(overrides=["tracking.wandb=disabled"]),
+        [16, 64],
+        ("env", "inference"),
+        steps=5,
+        repeats=3,
     )
     write_results(rows, root / "bench" / "cartpole")
     return root
@@ -171,6 +175,9 @@ def test_throughput_and_metadata_trace_back(report: Path, inputs: Path) -> None:
     for row in bench:
         got = tp[(tp["mode"] == row["mode"]) & (tp["num_envs"] == row["num_envs"])]
         assert got["steps_per_second"].iloc[0] == pytest.approx(row["steps_per_second"])
+        for spread in ("steps_per_second_min", "steps_per_second_max"):
+            assert got[spread].iloc[0] == pytest.approx(row[spread])
+    assert "the median of 3 measurements" in (report / "report.md").read_text()
     hw = table(report, "hardware")
     meta = json.loads(next((inputs / "runs").glob("fast-0")).joinpath("meta.json").read_text())
     assert meta["torch"] in set(hw["torch"])
