@@ -69,6 +69,8 @@ def unsupported(config: RunConfig) -> str | None:
         return f"algo.name is {config.algo.name}; batched trials train ppo only"
     if config.experiment.eval_interval:
         return "experiment.eval_interval: batched trials do not evaluate during training"
+    if config.experiment.fused_env:
+        return "experiment.fused_env: a batch steps its envs unfused (set it null or false)"
     if ENVS[config.env.name].not_capturable:
         return f"env.name is {config.env.name}; its simulator cannot step as blocks of a batch"
     return None

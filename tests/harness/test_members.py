@@ -129,6 +129,9 @@ def test_members_that_disagree_on_shapes_or_algorithm_are_refused(tmp_path: Path
     sac = configs(members=[["algo.name=sac", "env.action_type=continuous"]] * 2)
     with pytest.raises(ConfigError, match="algo.name is sac"):
         train_members([Member(c, tmp_path / f"s{i}") for i, c in enumerate(sac)])
+    fused = configs(members=[["experiment.fused_env=true"]] * 2)
+    with pytest.raises(ConfigError, match="experiment.fused_env: a batch steps its envs unfused"):
+        train_members([Member(c, tmp_path / f"f{i}") for i, c in enumerate(fused)])
 
 
 def test_each_member_has_its_own_offline_wandb_run(tmp_path: Path) -> None:
