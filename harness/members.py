@@ -26,6 +26,7 @@ from harness.config import RunConfig, config_hash
 from harness.device import device_name, make_generators, resolve_device
 from harness.errors import ConfigError
 from harness.graphs import Iterations
+from harness.progress import batch_line
 from harness.registry import ENVS
 from harness.runner import (
     RunResult,
@@ -34,7 +35,6 @@ from harness.runner import (
     _synchronize,
     collect,
     diverged_losses,
-    elapsed_and_eta,
 )
 from harness.tracking import RunStore, WandbTracker, environment_meta
 
@@ -199,7 +199,7 @@ class _Batch:
                         if not self.active[i]:
                             self.ended_wall[i] = row["wall_time_s"]
                     log.info(
-                        _progress_line(
+                        batch_line(
                             rows,
                             self.active,
                             self.total_iterations,
@@ -338,24 +338,3 @@ class _Batch:
             env_steps_per_second=self.rate[i],
             gpu_memory_peak_mb=_peak_memory_mb(self.device),
         )
-
-
-def _progress_line(
-    rows: list[dict[str, float]], active: list[bool], total: int, total_steps: int
-) -> str:
-    returns = sorted(r["episode_return"] for r in rows if not math.isnan(r["episode_return"]))
-    first = rows[0]
-    spread = (
-        f"return min {returns[0]:.1f} median {returns[len(returns) // 2]:.1f} max {returns[-1]:.1f}"
-        if returns
-        else "no episode finished yet"
-    )
-    return (
-        f"iter {first['iteration']:>5}/{total} | {first['env_steps']:>11,} steps each | "
-        f"{first['interval_env_steps_per_second'] * len(rows):>11,.0f} steps/s in all | "
-        f"{sum(active)}/{len(active)} members training | {spread} | "
-        + elapsed_and_eta(
-            first["wall_time_s"],
-            (total_steps - first["env_steps"]) / first["interval_env_steps_per_second"],
-        )
-    )

@@ -27,6 +27,7 @@ from harness.device import device_name, make_generators
 from harness.errors import ConfigError, DivergedError, RunDirError
 from harness.evaluate import EVAL_SEED_OFFSET, run_episodes
 from harness.graphs import Iterations
+from harness.progress import run_line
 from harness.registry import make_algo, make_env, speed_up_env
 from harness.tracking import RunStore, WandbTracker, environment_meta
 
@@ -226,7 +227,7 @@ class _Training:
                     self.store.append_metrics(row)
                     tracker.log(row, step=self.env_steps)
                     log.info(
-                        _progress_line(
+                        run_line(
                             row,
                             self.total_iterations,
                             self.total_iterations * self.steps_per_iteration,
@@ -422,47 +423,3 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 def _rate(steps: int, seconds: float) -> float:
     return steps / seconds if seconds > 0 and steps > 0 else math.nan
-
-
-def _progress_line(row: Mapping[str, Any], total_iterations: int, total_env_steps: int) -> str:
-    return (
-        f"iter {row['iteration']:>5}/{total_iterations} | {row['env_steps']:>11,} steps | "
-        f"{row['interval_env_steps_per_second']:>11,.0f} steps/s | "
-        f"return {row['episode_return']:8.1f} | length {row['episode_length']:7.1f}"
-        + "".join(
-            f" | {label} {row[key]:{spec}}" for key, label, spec in _PROGRESS_EXTRAS if key in row
-        )
-        + " | "
-        + elapsed_and_eta(
-            row["wall_time_s"],
-            (total_env_steps - row["env_steps"]) / row["interval_env_steps_per_second"],
-        )
-    )
-
-
-def elapsed_and_eta(elapsed_s: float, remaining_s: float) -> str:
-    """ "1 min 05 s elapsed, eta 40 s" (eta "?" while no rate is known)."""
-    eta = duration(remaining_s) if math.isfinite(remaining_s) else "?"
-    return f"{duration(elapsed_s)} elapsed, eta {eta}"
-
-
-def duration(seconds: float) -> str:
-    """Seconds as people read them: 42 s, 3 min 05 s, 1 h 02 min."""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-# Algorithm statistics shown on the progress line when the algorithm logs them.
-_PROGRESS_EXTRAS = (
-    ("eval_return", "greedy return", ".1f"),
-    ("approx_kl", "kl", ".4f"),
-    ("lr", "lr", ".1e"),
-    ("critic_loss", "critic loss", ".3g"),
-    ("alpha", "alpha", ".3g"),
-)

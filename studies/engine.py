@@ -25,7 +25,8 @@ from optuna.trial import TrialState
 
 from harness.config import to_dict
 from harness.errors import ConfigError
-from harness.runner import diverged_losses, elapsed_and_eta
+from harness.progress import elapsed_and_eta
+from harness.runner import diverged_losses
 from studies.messages import RowLogged, SeedFinished, TrialEvent, TrialJob, decode, encode
 from studies.spec import RETURN_METRICS, LoadedStudy, PrunerSpec, SamplerSpec, StudySpec, dump_spec
 from studies.storage import StudyStorage, redact

@@ -13,7 +13,8 @@ import yaml
 
 from harness.cli import main
 from harness.config import config_from_dict, load_config
-from harness.runner import _progress_line, duration, elapsed_and_eta, train
+from harness.progress import duration, elapsed_and_eta, run_line
+from harness.runner import train
 from studies.run import run_study
 from studies.spec import load_study
 
@@ -38,7 +39,7 @@ def test_progress_line_gives_elapsed_time_and_eta_from_the_interval_rate() -> No
         "episode_return": 50.0,
         "episode_length": 50.0,
     }
-    line = _progress_line(row, total_iterations=50, total_env_steps=100_000)
+    line = run_line(row, total_iterations=50, total_env_steps=100_000)
     assert line.endswith("| 12 s elapsed, eta 1 min 20 s")  # 80,000 steps at 1,000 a second
 
 
