@@ -247,8 +247,9 @@ class _Batch:
             self.best[i] = max(self.best[i], ret)
         why = on_log(i, row) if on_log is not None else ""
         stop_at = self.members[i].config.experiment
-        if not why and diverged_losses(row):
-            why = f"diverged ({', '.join(diverged_losses(row))} not finite)"
+        diverged = diverged_losses(row)
+        if not why and diverged:
+            why = f"diverged ({', '.join(diverged)} not finite)"
         elif not why and stop_at.stop_at_return is not None:
             self.streak[i] = self.streak[i] + 1 if ret >= stop_at.stop_at_return else 0
             if self.streak[i] >= stop_at.stop_patience:
