@@ -70,6 +70,10 @@ class TwinCritic(nn.Module):
         x = torch.cat([obs, actions], dim=-1)
         return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
 
+    def first(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Q1 alone [B] (TD3's actor loss needs no Q2)."""
+        return self.q1(torch.cat([obs, actions], dim=-1)).squeeze(-1)
+
 
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
@@ -108,7 +112,9 @@ class OffPolicy(Algorithm):
 
     @property
     def learning(self) -> bool:
-        return self.env_steps * self.num_envs >= self.config.learning_starts
+        # An n-step sample needs n stored steps of its env, whatever learning_starts says.
+        enough = self.env_steps >= self.config.n_step
+        return enough and self.env_steps * self.num_envs >= self.config.learning_starts
 
     def _norm(self, obs: torch.Tensor) -> torch.Tensor:
         return self.obs_norm(obs) if self.config.normalize_observations else obs
@@ -165,9 +171,12 @@ class OffPolicy(Algorithm):
         self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module
     ) -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        average_gradients(module.parameters())
-        nn.utils.clip_grad_norm_(module.parameters(), self.config.max_grad_norm)
+        params = list(module.parameters())
+        # Only this module's gradients: the actor's loss passes through the critic, whose
+        # weight gradients would be computed and thrown away (a third of that backward).
+        loss.backward(inputs=params)
+        average_gradients(params)
+        nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         optimizer.step()
 
     @torch.no_grad()

@@ -101,8 +101,7 @@ class TD3(OffPolicy):
 
         # self.updates counts finished steps; the actor moves on every policy_delay-th one.
         if (self.updates + 1) % c.policy_delay == 0:
-            q1_pi, _ = self.critic(b["obs"], self.actor(b["obs"]))
-            actor_loss = -q1_pi.mean()
+            actor_loss = -self.critic.first(b["obs"], self.actor(b["obs"])).mean()
             self._step(self.actor_opt, actor_loss, self.actor)
             soft_update(self.actor_target, self.actor, c.tau)
             soft_update(self.critic_target, self.critic, c.tau)

@@ -14,7 +14,7 @@ from harness.config import load_config
 from harness.errors import ConfigError
 from harness.registry import make_algo, make_env
 from harness.tracking import RunStore
-from tests.helpers.recipes import SAC_RECIPE, greedy_returns, solve
+from tests.helpers.recipes import SAC_RECIPE, TD3_CARTPOLE_RECIPE, greedy_returns, solve
 
 CPU = torch.device("cpu")
 
@@ -122,13 +122,13 @@ def test_soft_update_is_polyak_averaging() -> None:
         torch.testing.assert_close(t, 0.75 * b + 0.25 * s)
 
 
-def make(cls, config, n: int = 8):
+def make(cls, config, n: int = 8, steps: int = 20):
     env = Cartpole(
         CartpoleConfig(num_envs=n, action_type="continuous"), CPU, torch.Generator().manual_seed(0)
     )
     algo = cls(config, 4, env.action_space, n, CPU, torch.Generator().manual_seed(1))
     obs = env.reset()
-    for _ in range(20):
+    for _ in range(steps):
         step = env.step(algo.act(obs))
         algo.observe(step)
         obs = step.obs
@@ -198,6 +198,15 @@ def test_random_actions_until_learning_starts_and_no_update_before() -> None:
     assert sac.buffer.size == 20 * 8
 
 
+def test_n_step_learning_waits_until_each_env_has_n_steps() -> None:
+    # learning_starts 0 and n_step 3: the first two steps cannot make a 3-step sample yet.
+    config = TD3Config(batch_size=16, hidden=(16,), learning_starts=0, n_step=3)
+    td3 = make(TD3, config, steps=2)
+    assert not td3.learning and td3.update() == {}
+    td3 = make(TD3, config, steps=3)
+    assert td3.learning and set(td3.update()) == {"critic_loss", "actor_loss", "q_mean"}
+
+
 @pytest.mark.parametrize("name", ["sac", "td3"])
 def test_off_policy_needs_continuous_actions(name: str) -> None:
     config = load_config(overrides=[f"algo.name={name}"])
@@ -239,15 +248,17 @@ def test_off_policy_runs_through_the_runner_and_resumes(name: str, tmp_path) -> 
 
 
 @pytest.mark.slow
-def test_sac_solves_continuous_cartpole(tmp_path, seed_override: str) -> None:
+@pytest.mark.parametrize("recipe", [SAC_RECIPE, TD3_CARTPOLE_RECIPE], ids=["sac", "td3"])
+def test_off_policy_solves_continuous_cartpole(
+    recipe: list[str], tmp_path, seed_override: str
+) -> None:
     """Solved: the greedy policy's mean return over 100 evaluation episodes >= 475
-    (CartPole-v1's threshold) at two evaluations in a row, within 300k env steps. (TD3's
-    learning test is on the arm: tests/envs/test_arm_learning.py.)"""
+    (CartPole-v1's threshold) at two evaluations in a row, within 300k env steps."""
     from harness.runner import train
 
     config = load_config(
         overrides=[
-            *SAC_RECIPE,
+            *recipe,
             "env.action_type=continuous",
             "experiment.total_env_steps=300000",
             seed_override,
