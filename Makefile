@@ -23,14 +23,15 @@ demo: $(STAMP)
 	$(BIN)/vecbench bench --num-envs 64 256 1024 4096 --steps 100 --train-iterations 5 -o runs/bench/demo
 	$(BIN)/vecbench report runs/studies/demo runs/bench/demo.json -o runs/reports/demo --threshold 475 --title "vecbench demo"
 
-# Lint, then the whole suite (CPU; gpu-marked tests are deselected without CUDA). The
+# Lint, then the whole suite (CPU; gpu-marked tests are deselected without CUDA), one test
+# process per core with one thread each (up to 8; tests/conftest.py). The
 # study tests start a private PostgreSQL on loopback and the report test opens the HTML in
 # Chromium, both Debian's packages (installed if missing).
 test: $(STAMP)
 	bash tests/services/ensure-postgres.sh
 	bash tests/services/ensure-chromium.sh
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --maxprocesses 8 --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/pytest tests/benchmarks --benchmark-enable --benchmark-columns=min,median,mean,rounds

@@ -58,24 +58,25 @@ def run_file(run_dir: Path) -> Path:
     return files[-1]
 
 
-def logged_config(path: Path, wait_s: float = 20.0) -> dict[str, Any]:
-    """The config the run was given (W&B stores each top-level key as a JSON value).
-
-    W&B's service writes the file asynchronously; on a loaded machine the config record
-    can land after ``finish()`` returns, so the file is read again until it is there."""
+def finished_records(path: Path, wait_s: float = 30.0) -> list[Any]:
+    """The records of a finished run. W&B's service writes the file asynchronously; on a
+    loaded machine records land after ``finish()`` returns, so the file is read again
+    until its last record, ``exit``, is there (or ``wait_s`` has passed)."""
     import time
 
     deadline = time.monotonic() + wait_s
     while True:
-        config = _config_records(path)
-        if config or time.monotonic() > deadline:
-            return config
+        records = read_records(path)
+        done = any(r.WhichOneof("record_type") == "exit" for r in records)
+        if done or time.monotonic() > deadline:
+            return records
         time.sleep(0.5)
 
 
-def _config_records(path: Path) -> dict[str, Any]:
+def logged_config(path: Path) -> dict[str, Any]:
+    """The config the run was given (W&B stores each top-level key as a JSON value)."""
     config: dict[str, Any] = {}
-    for record in read_records(path):
+    for record in finished_records(path):
         kind = record.WhichOneof("record_type")
         items = []
         if kind == "config":
@@ -92,7 +93,7 @@ def _config_records(path: Path) -> dict[str, Any]:
 def logged_history(path: Path) -> list[dict[str, Any]]:
     """Each ``run.log`` call as a dict, in order."""
     rows = []
-    for record in read_records(path):
+    for record in finished_records(path):
         if record.WhichOneof("record_type") != "history":
             continue
         row = {}
@@ -106,7 +107,7 @@ def logged_history(path: Path) -> list[dict[str, Any]]:
 
 def logged_run(path: Path) -> dict[str, Any]:
     """The run record's identity: display name, job type, group and tags."""
-    for record in read_records(path):
+    for record in finished_records(path):
         if record.WhichOneof("record_type") == "run":
             run = record.run
             return {
