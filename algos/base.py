@@ -45,3 +45,24 @@ class Algorithm(ABC):
 
     def set_progress(self, fraction: float) -> None:  # noqa: B027 - optional hook
         """Fraction of the training budget done, in [0, 1], for schedules."""
+
+    # CUDA graphs (harness.graphs.Iterations): whether the config allows a capture at all is
+    # the algorithm config's `not_capturable`; these say when, and keep host counters right.
+
+    @property
+    def capture_ready(self) -> bool:
+        """Whether every iteration from here on runs the same GPU program, so it can be
+        captured (not while an off-policy algorithm still acts at random)."""
+        return True
+
+    def host_state(self) -> dict[str, Any]:
+        """Counters kept on the host. A capture runs an iteration's Python but none of its
+        GPU work, so they are saved before it and put back after."""
+        return {}
+
+    def load_host_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Put back what `host_state` returned."""
+
+    def replayed(self) -> None:  # noqa: B027 - optional hook
+        """Advance the host counters by one iteration that a graph replay ran without
+        Python."""

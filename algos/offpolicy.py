@@ -55,6 +55,11 @@ class OffPolicyConfig:
             if getattr(self, key) <= 0:
                 raise FieldError(key, f"must be > 0, got {getattr(self, key)}")
 
+    @property
+    def not_capturable(self) -> str | None:
+        """Why an iteration cannot be one CUDA graph with this config; None: it can."""
+        return None
+
 
 class TwinCritic(nn.Module):
     """Two Q(s, a) networks; [B, O], [B, A] -> ([B], [B])."""
@@ -115,6 +120,32 @@ class OffPolicy(Algorithm):
         # An n-step sample needs n stored steps of its env, whatever learning_starts says.
         enough = self.env_steps >= self.config.n_step
         return enough and self.env_steps * self.num_envs >= self.config.learning_starts
+
+    @property
+    def capture_ready(self) -> bool:
+        return self.learning  # random actions first: those iterations run eagerly
+
+    def host_state(self) -> dict[str, Any]:
+        return {
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+            "position": self.buffer.position,
+            "size": self.buffer.size,
+        }
+
+    def load_host_state(self, state: dict[str, Any]) -> None:
+        self.env_steps, self.updates = state["env_steps"], state["updates"]
+        self.buffer.position, self.buffer.size = state["position"], state["size"]
+
+    def replayed(self) -> None:
+        for _ in range(self.steps_per_update):
+            self.buffer.advance(self.num_envs)
+        self.env_steps += self.steps_per_update
+        self.updates += self.config.updates_per_iteration
+
+    def _adam(self, params: Any, lr: float) -> torch.optim.Adam:
+        # capturable: the step count stays on the device, so a CUDA graph can replay it.
+        return torch.optim.Adam(params, lr=lr, capturable=self.device.type == "cuda")
 
     def _norm(self, obs: torch.Tensor) -> torch.Tensor:
         return self.obs_norm(obs) if self.config.normalize_observations else obs

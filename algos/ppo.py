@@ -6,7 +6,7 @@ Shapes: T rollout steps, N envs, B = T * N samples, O obs size, A action size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ from harness.errors import FieldError
 @dataclass(frozen=True)
 class PPOConfig:
     name: str = "ppo"  # the algorithm: ppo, sac or td3
+    not_capturable: ClassVar[str | None] = None  # the iteration never reads the device
     num_steps: int = 16  # T, rollout length per env per update
     num_epochs: int = 4  # passes over each rollout
     num_minibatches: int = 4  # minibatches per pass

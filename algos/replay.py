@@ -1,8 +1,9 @@
 """A ring replay buffer of [capacity, ...] tensors on the device, for off-policy algorithms.
 
 Inserts N transitions per env step in one vectorised write; samples uniformly. The write
-position and fill level are host integers known without reading the device, so neither
-insert nor sample waits on the GPU.
+position and fill level are kept twice: host integers (known without reading the device,
+for checkpoints and checks) and device tensors that inserts and, with ``device_fill``, the
+sampler read, so that a CUDA graph replays both correctly. Neither waits on the GPU.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ import torch
 
 class ReplayBuffer:
     def __init__(
-        self, capacity: int, obs_size: int, action_size: int, device: torch.device
+        self,
+        capacity: int,
+        obs_size: int,
+        action_size: int,
+        device: torch.device,
+        device_fill: bool | None = None,
     ) -> None:
         c = capacity
         self.capacity = capacity
@@ -26,6 +32,11 @@ class ReplayBuffer:
         self._offsets = torch.arange(0, device=device)  # [N] 0..N-1, grown on first insert
         self.position = 0  # next row to write
         self.size = 0  # rows holding data
+        self._position = torch.zeros((), dtype=torch.long, device=device)  # the same, on the device
+        self._size = torch.zeros((), dtype=torch.long, device=device)
+        # Sample from the device's fill level (default on CUDA, where graphs replay); on the
+        # host's, draws are torch.randint's, which CPU runs have always used.
+        self.device_fill = device.type == "cuda" if device_fill is None else device_fill
 
     def add(
         self,
@@ -45,15 +56,32 @@ class ReplayBuffer:
             raise ValueError(f"cannot insert {n} transitions into a buffer of {self.capacity}")
         if self._offsets.numel() != n:
             self._offsets = torch.arange(n, device=self.device)  # once per batch size
-        rows = (self.position + self._offsets) % self.capacity  # [N]
+        rows = (self._position + self._offsets) % self.capacity  # [N]
         self.obs[rows] = obs
         self.actions[rows] = actions
         self.rewards[rows] = rewards
         self.next_obs[rows] = next_obs
         self.terminated[rows] = terminated.to(self.terminated.dtype)
         self.ended[rows] = (terminated if ended is None else ended).to(self.ended.dtype)
+        self._position.add_(n).remainder_(self.capacity)
+        self._size.add_(n).clamp_(max=self.capacity)
+        self.advance(n)
+
+    def advance(self, n: int) -> None:
+        """The host's position and fill level after an insert of ``n`` rows (called by
+        `add`, and for inserts a graph replay made)."""
         self.position = (self.position + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
+
+    def _draw(
+        self, high: int, high_t: torch.Tensor, count: int, g: torch.Generator
+    ) -> torch.Tensor:
+        """[count] uniform integers in [0, high): from the device's ``high_t`` with
+        device_fill (float64 draws, uniform to 1e-9 at a million rows), else randint."""
+        if not self.device_fill:
+            return torch.randint(0, high, (count,), device=self.device, generator=g)
+        u = torch.rand(count, device=self.device, generator=g, dtype=torch.float64)
+        return torch.minimum((u * high_t).long(), high_t - 1)
 
     def sample(
         self, batch_size: int, generator: torch.Generator, n_step: int = 1, gamma: float = 1.0
@@ -72,9 +100,7 @@ class ReplayBuffer:
         if starts <= 0:
             raise RuntimeError(f"the replay buffer holds fewer than {n_step} steps per env")
         if n_step == 1:
-            idx = torch.randint(
-                0, self.size, (batch_size,), device=self.device, generator=generator
-            )
+            idx = self._draw(self.size, self._size, batch_size, generator)
             return {
                 "obs": self.obs[idx],
                 "actions": self.actions[idx],
@@ -83,8 +109,14 @@ class ReplayBuffer:
                 "terminated": self.terminated[idx],
                 "discount": torch.full((batch_size,), gamma, device=self.device),
             }
-        oldest = self.position if self.size == self.capacity else 0
-        pick = torch.randint(0, starts, (batch_size,), device=self.device, generator=generator)
+        if self.device_fill:
+            full = self._size == self.capacity
+            oldest = torch.where(full, self._position, torch.zeros_like(self._position))
+            starts_t = self._size - (n_step - 1) * n_envs
+            pick = self._draw(starts, starts_t, batch_size, generator)
+        else:
+            oldest = self.position if self.size == self.capacity else 0
+            pick = self._draw(starts, self._size, batch_size, generator)
         idx = (oldest + pick) % self.capacity  # [B]
         ahead = torch.arange(n_step, device=self.device)[:, None] * n_envs  # [n, 1]
         rows = (idx[None, :] + ahead) % self.capacity  # [n, B]
@@ -127,3 +159,5 @@ class ReplayBuffer:
                 getattr(self, name)[:size] = state[name]
         self.position = int(state["position"])  # type: ignore[call-overload]
         self.size = size
+        self._position.fill_(self.position)
+        self._size.fill_(size)

@@ -81,9 +81,9 @@ class SAC(OffPolicy):
             math.log(config.init_alpha), device=device, requires_grad=True
         )
         self.target_entropy = -float(a) if config.target_entropy is None else config.target_entropy
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+        self.actor_opt = self._adam(self.actor.parameters(), config.actor_lr)
+        self.critic_opt = self._adam(self.critic.parameters(), config.critic_lr)
+        self.alpha_opt = self._adam([self.log_alpha], config.alpha_lr)
 
     def _explore(self, obs: torch.Tensor) -> torch.Tensor:
         return self.actor(obs, self.generator)[0]

@@ -41,6 +41,16 @@ class TD3Config(OffPolicyConfig):
                 f"must be in [0, exploration_noise={self.exploration_noise}], got {low}",
             )
 
+    @property
+    def not_capturable(self) -> str | None:
+        if self.updates_per_iteration % self.policy_delay:
+            return (
+                f"needs algo.updates_per_iteration ({self.updates_per_iteration}) to be a "
+                f"multiple of algo.policy_delay ({self.policy_delay}), so that the actor "
+                "updates fall alike in every iteration"
+            )
+        return None
+
 
 class TD3(OffPolicy):
     def __init__(
@@ -61,8 +71,8 @@ class TD3(OffPolicy):
         self.actor_target = copy.deepcopy(self.actor)
         self.critic = TwinCritic(obs_size, a, config.hidden, config.activation).to(device)
         self.critic_target = copy.deepcopy(self.critic)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.actor_opt = self._adam(self.actor.parameters(), config.actor_lr)
+        self.critic_opt = self._adam(self.critic.parameters(), config.critic_lr)
         high, low = config.exploration_noise, config.exploration_noise_min
         self.exploration_std = torch.full((num_envs, 1), high, device=device)  # [N, 1]
         if low is not None:
@@ -70,6 +80,17 @@ class TD3(OffPolicy):
             self.exploration_std = low + (high - low) * u
         self.actor_updates = 0
         self._last_actor_loss = torch.zeros((), device=device)
+
+    def host_state(self) -> dict[str, Any]:
+        return {**super().host_state(), "actor_updates": self.actor_updates}
+
+    def load_host_state(self, state: dict[str, Any]) -> None:
+        super().load_host_state(state)
+        self.actor_updates = state["actor_updates"]
+
+    def replayed(self) -> None:
+        super().replayed()
+        self.actor_updates += self.config.updates_per_iteration // self.config.policy_delay
 
     def _noise(self, shape: torch.Size, std: float) -> torch.Tensor:
         return torch.randn(shape, device=self.device, generator=self.generator) * std

@@ -198,7 +198,8 @@ def _graphed(config: RunConfig, device: torch.device, mode: str) -> bool:
         return False
     if mode in ("env", "inference"):
         return bool(wanted) or (wanted is None and device.type == "cuda")
-    return bool(wanted) or (wanted is None and device.type == "cuda" and config.algo.name == "ppo")
+    auto = wanted is None and device.type == "cuda" and not config.algo.not_capturable
+    return bool(wanted) or auto
 
 
 def _env_stepping(config: RunConfig, device: torch.device) -> str:

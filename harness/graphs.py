@@ -1,11 +1,12 @@
 """CUDA-graph replay of whole training iterations and of env steps.
 
 A captured region must be all GPU work with fixed shapes and addresses: the envs step
-branch-free and PPO never reads a device value, so one iteration (T env steps, T policy
-calls, GAE and every minibatch update) is one graph. Tensors that the region *replaces*
-(the env's state, the next observation) are copied back into the region's inputs at its
-end, so each replay continues from the last. Random numbers come from the run's own
-generators, registered with the graph so every replay draws fresh ones.
+branch-free and the algorithms never read a device value (SAC and TD3 once they learn),
+so one iteration (PPO: T env steps, T policy calls, GAE and every minibatch update;
+SAC/TD3: env steps, replay inserts and every gradient step) is one graph. Tensors that
+the region *replaces* (the env's state, the next observation) are copied back into the
+region's inputs at its end, so each replay continues from the last. Random numbers come
+from the run's own generators, registered with the graph so every replay draws fresh ones.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from algos.base import Algorithm
 from envs.base import VecEnv
 
 Region = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
@@ -56,7 +58,11 @@ GRAPH_WARMUP = 2  # eager iterations before a training iteration is captured
 
 class Iterations:
     """Training iterations ``region(obs) -> (next obs, outputs)``: eager, or with
-    ``use_graph`` GRAPH_WARMUP eager ones on a side stream, then one capture, then replays."""
+    ``use_graph`` GRAPH_WARMUP eager ones on a side stream, then one capture, then replays.
+
+    With ``algo``, iterations stay eager until its `capture_ready`, its host counters are
+    put back after the capture and advanced after every replay (algos.base.Algorithm).
+    """
 
     def __init__(
         self,
@@ -65,23 +71,30 @@ class Iterations:
         generators: list[torch.Generator],
         device: torch.device,
         use_graph: bool,
+        algo: Algorithm | None = None,
     ) -> None:
         self.region, self.env, self.generators = region, env, generators
-        self.device, self.use_graph = device, use_graph
+        self.device, self.use_graph, self.algo = device, use_graph, algo
         self.graph: GraphedRegion | None = None
         self.warmup = 0  # eager iterations run so far toward the capture
 
     def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, Any]:
         if self.graph is not None:
-            return self.graph()
-        if not self.use_graph:
+            out = self.graph()
+            if self.algo is not None:
+                self.algo.replayed()
+            return out
+        if not self.use_graph or (self.algo is not None and not self.algo.capture_ready):
             return self.region(obs)
         with side_stream(self.device):
             obs, stats = self.region(obs)
             stats = {k: v.clone() for k, v in stats.items()}
         self.warmup += 1
         if self.warmup == GRAPH_WARMUP:
+            counters = self.algo.host_state() if self.algo is not None else {}
             self.graph = GraphedRegion(self.region, self.env, self.generators, obs)
+            if self.algo is not None:
+                self.algo.load_host_state(counters)
             obs = self.graph.obs
         return obs, stats
 

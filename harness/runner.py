@@ -138,7 +138,7 @@ class _Training:
         self.env_stepping = speed_up_env(self.env, exp.fused_env, exp.compile)
         # The env draws from its own counter: only the algorithm's generator is registered.
         self.iterate = Iterations(
-            self._eager_iteration, self.env, [self.algo_gen], device, self.use_graph
+            self._eager_iteration, self.env, [self.algo_gen], device, self.use_graph, self.algo
         )
         # Env steps of one iteration over all ranks (each steps env.num_envs envs).
         self.steps_per_iteration = (
@@ -390,8 +390,8 @@ def _use_graph(
         why_not = f"cannot run: {env.not_capturable}"
     elif device.type != "cuda":
         why_not = f"needs a CUDA device, got {device}"
-    elif config.algo.name != "ppo":
-        why_not = f"supports algo ppo only, got {config.algo.name} (its update reads host counters)"
+    elif config.algo.not_capturable:
+        why_not = config.algo.not_capturable
     elif rank.world_size > 1:
         why_not = "runs in one process; set it false under torchrun"
     wanted = config.experiment.cuda_graph

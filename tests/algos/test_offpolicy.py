@@ -53,8 +53,14 @@ def test_buffer_checkpoint_restores_rows_and_where_it_writes_next() -> None:
         ReplayBuffer(capacity=4, obs_size=1, action_size=1, device=CPU).load_state_dict(saved)
 
 
-def test_buffer_samples_uniformly_from_what_it_holds() -> None:
-    buf = ReplayBuffer(capacity=100, obs_size=1, action_size=1, device=CPU)
+# device_fill: the sampler reads the fill level from the device (the default on CUDA, so a
+# CUDA graph replays it); the host's draws are torch.randint's.
+FILL = pytest.mark.parametrize("device_fill", [False, True], ids=["host_fill", "device_fill"])
+
+
+@FILL
+def test_buffer_samples_uniformly_from_what_it_holds(device_fill: bool) -> None:
+    buf = ReplayBuffer(capacity=100, obs_size=1, action_size=1, device=CPU, device_fill=device_fill)
     values = torch.arange(40, dtype=torch.float32)
     buf.add(values[:, None], values[:, None], values, values[:, None], values < 0)
     batch = buf.sample(40_000, torch.Generator().manual_seed(0))
@@ -65,10 +71,10 @@ def test_buffer_samples_uniformly_from_what_it_holds() -> None:
         ReplayBuffer(4, 1, 1, CPU).sample(1, torch.Generator())
 
 
-def fill_two_envs(capacity: int, steps: int = 4) -> ReplayBuffer:
+def fill_two_envs(capacity: int, device_fill: bool, steps: int = 4) -> ReplayBuffer:
     """Env 0: obs t, reward t + 1, never ends. Env 1: obs 100 + t, reward 10 (t + 1); its
     episode ends (truncated, not terminated) at t = 1."""
-    buf = ReplayBuffer(capacity=capacity, obs_size=1, action_size=1, device=CPU)
+    buf = ReplayBuffer(capacity, 1, 1, CPU, device_fill=device_fill)
     for t in range(steps):
         obs = torch.tensor([[float(t)], [100.0 + t]])
         rewards = torch.tensor([t + 1.0, 10.0 * (t + 1)])
@@ -77,8 +83,10 @@ def fill_two_envs(capacity: int, steps: int = 4) -> ReplayBuffer:
     return buf
 
 
-def test_n_step_samples_sum_discounted_rewards_and_stop_at_episode_ends() -> None:
-    batch = fill_two_envs(100).sample(4000, torch.Generator().manual_seed(0), 3, gamma=0.5)
+@FILL
+def test_n_step_samples_sum_discounted_rewards_and_stop_at_episode_ends(device_fill: bool) -> None:
+    buf = fill_two_envs(100, device_fill)
+    batch = buf.sample(4000, torch.Generator().manual_seed(0), 3, gamma=0.5)
     # By hand, gamma 0.5, per start: (return, next_obs, discount).
     expected = {
         0.0: (1 + 0.5 * 2 + 0.25 * 3, 2.5, 0.125),
@@ -93,12 +101,13 @@ def test_n_step_samples_sum_discounted_rewards_and_stop_at_episode_ends() -> Non
         assert batch["rewards"][i].item() == pytest.approx(ret)
         assert batch["next_obs"][i, 0].item() == next_obs
         assert batch["discount"][i].item() == discount
-    one = fill_two_envs(100).sample(64, torch.Generator().manual_seed(0), 1, gamma=0.5)
+    one = fill_two_envs(100, device_fill).sample(64, torch.Generator().manual_seed(0), 1, 0.5)
     assert (one["discount"] == 0.5).all() and (one["next_obs"] == one["obs"] + 0.5).all()
 
 
-def test_n_step_successors_wrap_around_a_full_buffer() -> None:
-    buf = fill_two_envs(6)  # 8 transitions into 6 rows: t = 3 overwrote t = 0
+@FILL
+def test_n_step_successors_wrap_around_a_full_buffer(device_fill: bool) -> None:
+    buf = fill_two_envs(6, device_fill)  # 8 transitions into 6 rows: t = 3 overwrote t = 0
     batch = buf.sample(2000, torch.Generator().manual_seed(0), 2, gamma=0.5)
     starts = sorted(set(batch["obs"][:, 0].tolist()))
     assert starts == [1.0, 2.0, 101.0, 102.0]  # the oldest two steps of each env
@@ -196,6 +205,37 @@ def test_random_actions_until_learning_starts_and_no_update_before() -> None:
     sac = make(SAC, SACConfig(batch_size=16, hidden=(16,), learning_starts=10_000))
     assert not sac.learning and sac.update() == {}
     assert sac.buffer.size == 20 * 8
+
+
+@pytest.mark.parametrize("cls", [SAC, TD3])
+def test_a_replayed_iteration_advances_the_host_counters_as_an_eager_one(cls) -> None:
+    """A CUDA-graph replay runs no Python: `replayed` must advance what an iteration's
+    Python advances (env steps, updates, TD3's actor updates, the buffer's position)."""
+    config = (SACConfig if cls is SAC else TD3Config)(
+        batch_size=16, hidden=(16,), learning_starts=0, buffer_size=100, updates_per_iteration=4
+    )
+    from harness.runner import collect
+
+    env = Cartpole(CartpoleConfig(num_envs=8, action_type="continuous"), CPU, torch.Generator())
+    algo = cls(config, 4, env.action_space, 8, CPU, torch.Generator().manual_seed(1))
+    obs = env.reset()
+    for _ in range(20):  # 160 transitions: the 100-row buffer has wrapped
+        obs = collect(env, algo, obs)
+    before = algo.host_state()
+    collect(env, algo, obs)
+    algo.update()
+    eager = algo.host_state()
+    algo.load_host_state(before)
+    algo.replayed()
+    assert algo.host_state() == eager
+    assert eager["updates"] == before["updates"] + 4 and eager["position"] != before["position"]
+
+
+def test_td3_says_when_its_iteration_cannot_be_one_cuda_graph() -> None:
+    assert TD3Config(updates_per_iteration=4, policy_delay=2).not_capturable is None
+    why = TD3Config(updates_per_iteration=3, policy_delay=2).not_capturable
+    assert "algo.updates_per_iteration (3)" in why and "algo.policy_delay (2)" in why
+    assert SACConfig(updates_per_iteration=3).not_capturable is None
 
 
 def test_n_step_learning_waits_until_each_env_has_n_steps() -> None:
