@@ -79,6 +79,8 @@ class TD3(OffPolicy):
             u = torch.rand(num_envs, 1, device=device, generator=generator)
             self.exploration_std = low + (high - low) * u
         self.actor_updates = 0
+        # The last actor loss, kept in place: an update without an actor step reports it,
+        # and a CUDA graph must read the latest value, not the tensor of its capture.
         self._last_actor_loss = torch.zeros((), device=device)
 
     def host_state(self) -> dict[str, Any]:
@@ -127,10 +129,10 @@ class TD3(OffPolicy):
             soft_update(self.actor_target, self.actor, c.tau)
             soft_update(self.critic_target, self.critic, c.tau)
             self.actor_updates += 1
-            self._last_actor_loss = actor_loss.detach()
+            self._last_actor_loss.copy_(actor_loss.detach())
         return {
             "critic_loss": critic_loss.detach(),
-            "actor_loss": self._last_actor_loss,
+            "actor_loss": self._last_actor_loss.clone(),
             "q_mean": q1.detach().mean(),
         }
 

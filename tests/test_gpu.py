@@ -152,6 +152,7 @@ def test_graphed_off_policy_training_follows_eager_training(name: str, tmp_path)
             atol=1e-3,
             rtol=1e-3,
             equal_nan=True,
+            msg=key,
         )
     assert graphed["counters"] == eager["counters"] == {"env_steps": 16, "updates": 28}
     assert graphed["replay"]["position"] == eager["replay"]["position"] == 6144
