@@ -85,6 +85,7 @@ class TrackingConfig:
     entity: str | None = None  # W&B team or user (null: your default)
     group: str | None = None  # W&B group (a study sets its name)
     tags: tuple[str, ...] = ()  # W&B tags
+    tensorboard: bool = False  # also write TensorBoard event files to <run dir>/tensorboard
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ class _Batch:
             if m.context:
                 member_meta["context"] = dict(m.context)
             store = RunStore.create(m.run_dir, m.config, member_meta)
-            tracker = WandbTracker(m.config, store.dir, None, m.context)
+            tracker = WandbTracker(m.config, store.dir, None, m.context, start_step=0)
             if tracker.run_id:
                 store.write_meta({**store.meta(), "wandb_run_id": tracker.run_id})
             stores.append(store)

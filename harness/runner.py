@@ -29,6 +29,7 @@ from harness.evaluate import EVAL_SEED_OFFSET, run_episodes
 from harness.graphs import Iterations
 from harness.progress import run_line
 from harness.registry import make_algo, make_env, speed_up_env
+from harness.tensorboard import summary_writer
 from harness.tracking import RunStore, WandbTracker, environment_meta
 
 log = logging.getLogger("vecbench.run")  # a study worker sends it to the trial's log
@@ -135,6 +136,8 @@ class _Training:
         self.eval_config = dataclasses.replace(config.env, num_envs=exp.eval_episodes)
         self.stop_streak = 0  # checks in a row at or above experiment.stop_at_return
         self.use_graph = _use_graph(config, device, self.rank, self.env)
+        if config.tracking.tensorboard:
+            summary_writer()  # a missing package fails before the run directory exists
         self.env_stepping = speed_up_env(self.env, exp.fused_env, exp.compile)
         # The env draws from its own counter: only the algorithm's generator is registered.
         self.iterate = Iterations(
@@ -185,6 +188,7 @@ class _Training:
             self.store.dir,
             meta.get("wandb_run_id"),
             meta.get("context"),
+            start_step=self.env_steps,
         )
         if tracker.run_id and meta.get("wandb_run_id") != tracker.run_id:
             self.store.write_meta({**meta, "wandb_run_id": tracker.run_id})
@@ -402,7 +406,7 @@ def _use_graph(
 
 def _without_tracking(config: RunConfig) -> RunConfig:
     return dataclasses.replace(
-        config, tracking=dataclasses.replace(config.tracking, wandb="disabled")
+        config, tracking=dataclasses.replace(config.tracking, wandb="disabled", tensorboard=False)
     )
 
 

@@ -264,7 +264,9 @@ def run_name(config: RunConfig, run_dir: Path, context: Mapping[str, Any] | None
 
 
 class WandbTracker:
-    """Weights & Biases, offline by default; ``disabled`` makes every call a no-op."""
+    """Weights & Biases, offline by default; ``disabled`` makes every call a no-op. A
+    training segment (``start_step``: the env steps it starts from) also writes TensorBoard
+    event files with tracking.tensorboard (harness/tensorboard.py)."""
 
     def __init__(
         self,
@@ -273,11 +275,17 @@ class WandbTracker:
         run_id: str | None,
         context: Mapping[str, Any] | None = None,
         job_type: str = "train",
+        start_step: int | None = None,
     ) -> None:
         self.run = None
         self.last_step = -1  # env steps of the last row W&B was sent, in any segment
         self._step_file = Path(run_dir) / "wandb" / LAST_STEP_FILE
         tracking = config.tracking
+        self.tensorboard = None
+        if tracking.tensorboard and start_step is not None:
+            from harness.tensorboard import TensorBoardWriter
+
+            self.tensorboard = TensorBoardWriter(config, run_dir, start_step)
         if tracking.wandb == "disabled":
             return
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -312,6 +320,8 @@ class WandbTracker:
         return None if self.run is None else self.run.id
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.log(metrics, step)
         if self.run is None or step <= self.last_step:
             return
         # Committed now: a row W&B holds back for a later step is flushed by finish(),
@@ -321,6 +331,8 @@ class WandbTracker:
         _atomic_write(self._step_file, str(step))
 
     def finish(self, summary: Mapping[str, Any]) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.finish(summary)
         if self.run is not None:
             for key, value in summary.items():
                 if isinstance(value, int | float | str):
