@@ -69,6 +69,17 @@ def _parser() -> argparse.ArgumentParser:
     _add_set(ev, "change the env, e.g. a wider randomisation range")
     ev.set_defaults(func=_eval)
 
+    export = sub.add_parser("export", help="a run's greedy policy as ONNX or TorchScript")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="policy.onnx (ONNX), policy.pt (TorchScript) or policy.pt2 (torch.export)",
+    )
+    export.set_defaults(func=_export)
+
     bench = sub.add_parser("bench", help="throughput: env-only, env + inference, training")
     bench.add_argument("--config", type=Path, help="YAML file overriding the defaults")
     _add_set(bench, "override config values")
@@ -230,6 +241,14 @@ def _eval(args: argparse.Namespace) -> int:
     )
     record_eval(args.run_dir, result, not args.stochastic, args.overrides)
     print(f"written to {args.run_dir / 'eval.json'}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from harness.export import export_policy
+
+    kind = export_policy(args.run_dir, args.output)
+    print(f"{kind} policy written to {args.output} (input obs [B, O] float32, output actions)")
     return 0
 
 
