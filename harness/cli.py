@@ -151,6 +151,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("study", type=Path)
     status.add_argument("--storage")
     status.set_defaults(func=_study_status)
+    dashboard = study_sub.add_parser("dashboard", help="optuna-dashboard on the study's storage")
+    dashboard.add_argument("study", type=Path)
+    dashboard.add_argument("--storage")
+    dashboard.add_argument("--port", type=int, default=8080, help="on 127.0.0.1 (default 8080)")
+    dashboard.set_defaults(func=_study_dashboard)
     return parser
 
 
@@ -284,6 +289,16 @@ def _study_status(args: argparse.Namespace) -> int:
     from studies.spec import load_study
 
     print(study_status(load_study(args.study), args.storage))
+    return 0
+
+
+def _study_dashboard(args: argparse.Namespace) -> int:
+    from studies.run import serve_dashboard
+    from studies.spec import load_study
+
+    if not 0 < args.port < 65536:
+        raise VecbenchError(f"--port must be in 1..65535, got {args.port}")
+    serve_dashboard(load_study(args.study), args.storage, port=args.port)
     return 0
 
 

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from harness.errors import ConfigError
 from studies.engine import Worker, budget, budget_used, open_study
 from studies.spec import LoadedStudy, with_batch_trials
-from studies.storage import redact
+from studies.storage import journal_url, redact
 from studies.worker_main import STORAGE_ENV
 
 log = logging.getLogger("vecbench")
@@ -136,3 +136,35 @@ def study_status(loaded: LoadedStudy, storage_url: str | None = None) -> str:
         shown = table.drop(columns=["trial_dir"])
         lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return "\n".join(lines)
+
+
+def serve_dashboard(
+    loaded: LoadedStudy, storage_url: str | None = None, host: str = "127.0.0.1", port: int = 8080
+) -> None:
+    """optuna-dashboard on the study's storage until interrupted (Ctrl-C)."""
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise ConfigError(
+            "study dashboard needs optuna-dashboard: pip install optuna-dashboard "
+            "(or pip install -e '.[dashboard]')"
+        ) from None
+    from studies.storage import StudyStorage
+
+    spec = loaded.spec
+    url = journal_url(loaded.storage_url(storage_url))
+    missing = url.startswith("journal:") and not os.path.isfile(url[len("journal:") :])
+    storage = None if missing else StudyStorage(url, 60.0, 120.0, spec.max_retries)
+    names = [] if storage is None else optuna.get_all_study_names(storage.optuna)
+    if spec.name not in names:
+        raise ConfigError(
+            f"{loaded.path}: study {spec.name!r} not found in {redact(url)}; run it first"
+        )
+    assert storage is not None
+    study_id = storage.optuna.get_study_id_from_name(spec.name)
+    print(
+        f"optuna-dashboard: http://{host}:{port}/dashboard/studies/{study_id} "
+        f"(study {spec.name}, {redact(url)}); Ctrl-C stops it",
+        flush=True,
+    )
+    run_server(storage.optuna, host=host, port=port)

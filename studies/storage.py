@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -36,6 +37,7 @@ class StudyStorage:
     """One Optuna storage plus what vecbench adds around it."""
 
     def __init__(self, url: str, interval_s: float, grace_s: float, max_retries: int) -> None:
+        url = journal_url(url)
         self.url = url
         self.interval_s = interval_s
         self.grace_s = grace_s
@@ -192,6 +194,12 @@ def _rdb(
     except Exception as err:  # sqlalchemy raises many kinds for a bad or unreachable URL
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"storage {redact(url)} is unreachable or invalid: {first}") from None
+
+
+def journal_url(url: str) -> str:
+    """A plain file path (as Optuna's CLI and optuna-dashboard name a journal file) as a
+    ``journal:`` URL; URLs with a scheme as they are."""
+    return url if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", url) else f"journal:{url}"
 
 
 def redact(url: str) -> str:
