@@ -96,6 +96,9 @@ def collect(
         except (OSError, ValueError) as err:
             problems.append(f"{path}: skipped ({err})")
             continue
+        missing = [k for k in BENCH_CONTEXT if any(k not in r for r in rows)]
+        if missing:  # written by hand or by another tool: the figures stand, unattributed
+            repaired.append(f"{path}: no {', '.join(missing)} (shown as missing)")
         bench_rows += [{**r, "source": str(path)} for r in rows]
 
     runs_frame, duplicates = drop_duplicate_seeds(pd.DataFrame(runs))
@@ -104,7 +107,7 @@ def collect(
         runs=runs_frame,
         curves=pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
         studies=studies,
-        bench=pd.DataFrame(bench_rows),
+        bench=_bench_frame(bench_rows),
         problems=problems,
         repaired=repaired,
         duplicate_seeds=duplicates,
@@ -139,6 +142,20 @@ def drop_duplicate_seeds(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         for r in ordered[dropped].itertuples()
     ]
     return runs[runs["run_id"].isin(kept)].reset_index(drop=True), sorted(notes)
+
+
+# What a bench row says of where it was measured, and further columns reports read; a row
+# needs only mode, num_envs and steps_per_second (`_is_bench`).
+BENCH_CONTEXT = ("device_name", "driver", "torch", "cuda", "git_commit")
+BENCH_COLUMNS = (*BENCH_CONTEXT, "gpu_memory_peak_mb", "repeats")
+
+
+def _bench_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Bench rows as a frame that has every column of BENCH_COLUMNS (NaN where missing)."""
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    return frame.reindex(columns=[*frame.columns, *(k for k in BENCH_COLUMNS if k not in frame)])
 
 
 def _looks_like_bench(path: Path) -> bool:

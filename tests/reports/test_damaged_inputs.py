@@ -95,3 +95,22 @@ def test_damaged_metrics_skip_the_run(finished_run, tmp_path: Path, damage, mess
     assert "<h2>Skipped inputs</h2>" in (out / "report.html").read_text()
     runs = collect([tmp_path / "inputs"]).runs
     assert list(runs["run_id"]) == [str(good)]
+
+
+def test_bench_rows_without_their_machine_are_reported_and_listed(tmp_path: Path) -> None:
+    """A bench file with only the required keys (mode, num_envs, steps_per_second), as a
+    hand-written or other tool's file has: its figures are in the report, the missing
+    machine columns are named under "Repaired inputs", nothing else in the file is lost."""
+    rows = [
+        {"mode": "env", "num_envs": n, "steps_per_second": 1000.0 * n, "note": "by hand"}
+        for n in (64, 256, 1024)
+    ]
+    (tmp_path / "bench.json").write_text(json.dumps(rows))
+    out = tmp_path / "report"
+    write_report([tmp_path / "bench.json"], out, reps=100)
+    manifest = json.loads((out / "manifest.json").read_text())
+    missing = "device_name, driver, torch, cuda, git_commit"
+    assert manifest["repaired"] == [f"{tmp_path / 'bench.json'}: no {missing} (shown as missing)"]
+    throughput = pd.read_csv(out / "tables" / "throughput.csv")
+    assert list(throughput["steps_per_second"]) == [64_000.0, 256_000.0, 1_024_000.0]
+    assert list(collect([tmp_path / "bench.json"]).bench["note"]) == ["by hand"] * 3
