@@ -25,7 +25,7 @@ from harness.errors import ConfigError
 from harness.graphs import GraphedRegion, side_stream
 from harness.registry import ENVS, env_stepping, make_algo, make_env, speed_up_env
 from harness.runner import train
-from harness.tracking import environment_meta
+from harness.tracking import WandbTracker, environment_meta
 
 log = logging.getLogger("vecbench")
 MODES = ("env", "inference", "train")
@@ -287,6 +287,32 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
     pd.DataFrame(rows).to_csv(out.with_suffix(".csv"), index=False)
+
+
+def log_bench(
+    config: RunConfig, rows: list[dict[str, Any]], folder: Path, settings: dict[str, Any]
+) -> str | None:
+    """The benchmark as a W&B run of job type ``bench`` in ``folder``/wandb (offline by
+    default; none with tracking.wandb disabled): the config and the bench's settings as its
+    config, the rows as a table, and ``steps_per_second/<mode>/<num_envs>`` (with _min and
+    _max) as its summary. Returns the W&B run's id."""
+    import pandas as pd
+
+    name = f"bench-{config.env.name}-{config.algo.name}"
+    tracker = WandbTracker(config, folder, None, {"bench": settings}, "bench", name=name)
+    if tracker.run is None:
+        return None
+    import wandb
+
+    tracker.run.log({"bench": wandb.Table(dataframe=pd.DataFrame(rows))})
+    summary: dict[str, Any] = {}
+    for row in rows:
+        for key in ("steps_per_second", "steps_per_second_min", "steps_per_second_max"):
+            if key in row:
+                summary[f"{key}/{row['mode']}/{row['num_envs']}"] = row[key]
+    run_id = tracker.run.id
+    tracker.finish(summary)
+    return run_id
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

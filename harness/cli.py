@@ -303,7 +303,7 @@ def _study_dashboard(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from harness.bench import format_table, run_bench, write_results
+    from harness.bench import format_table, log_bench, run_bench, write_results
     from harness.config import load_config
 
     if any(n <= 0 for n in args.num_envs) or args.steps <= 0 or args.train_iterations <= 0:
@@ -326,6 +326,17 @@ def _bench(args: argparse.Namespace) -> int:
     if args.output is not None:
         write_results(rows, args.output)
     print(format_table(rows))
+    settings = {
+        "num_envs": list(args.num_envs),
+        "modes": list(args.modes),
+        "steps": args.steps,
+        "train_iterations": args.train_iterations,
+        "repeats": repeats,
+        "output": str(args.output) if args.output is not None else None,
+    }
+    folder = args.output.parent if args.output is not None else Path("runs") / "bench"
+    if log_bench(config, rows, folder, settings):
+        print(f"W&B ({config.tracking.wandb}): bench run in {folder / 'wandb'}")
     return 0
 
 

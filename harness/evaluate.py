@@ -14,7 +14,7 @@ from algos.base import Algorithm
 from envs.base import VecEnv
 from harness.device import make_generators, resolve_device
 from harness.registry import make_algo, make_env
-from harness.tracking import RunStore, WandbTracker
+from harness.tracking import RunStore, WandbTracker, run_name
 
 EVAL_SEED_OFFSET = 7_777  # evaluation envs draw from seed + this, apart from training's
 
@@ -60,9 +60,11 @@ def evaluate(
 def record_eval(
     run_dir: Path, result: EvalResult, deterministic: bool, overrides: list[str] | None
 ) -> dict[str, Any]:
-    """Write ``result`` to the run's eval.json and, when the run has a W&B run (its id in
-    meta.json, tracking not disabled), to that run's summary as ``eval/<name>``: the run is
-    resumed by its id, offline unless its config says online. Returns what was written."""
+    """Write ``result`` to the run's eval.json and, unless the run's tracking is disabled,
+    to W&B: the training run's summary as ``eval/<name>`` (resumed by its id in meta.json),
+    and a W&B run of its own, job type ``eval``, named ``<run>-eval``, in the same group,
+    with the run's config and the result as its summary (files in ``<run dir>/eval``).
+    Offline unless the run's config says online. Returns what was written."""
     store = RunStore.open(Path(run_dir))
     record: dict[str, Any] = {
         "mean_return": result.mean_return,
@@ -75,12 +77,16 @@ def record_eval(
         "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     store.write_eval(record)
+    config, context = store.config(), store.meta().get("context")
+    flat = {**{k: v for k, v in record.items() if k != "metrics"}, **result.metrics}
+    flat["overrides"] = " ".join(record["overrides"])
     run_id = store.meta().get("wandb_run_id")
     if run_id:  # the tracker does nothing when the run's tracking is disabled
-        flat = {**{k: v for k, v in record.items() if k != "metrics"}, **result.metrics}
-        flat["overrides"] = " ".join(record["overrides"])
-        tracker = WandbTracker(store.config(), store.dir, run_id, store.meta().get("context"))
+        tracker = WandbTracker(config, store.dir, run_id, context)
         tracker.finish({f"eval/{k}": v for k, v in flat.items()})
+    if config.tracking.wandb != "disabled":
+        name = f"{run_name(config, store.dir, context)}-eval"
+        WandbTracker(config, store.dir / "eval", None, context, "eval", name=name).finish(flat)
     return record
 
 

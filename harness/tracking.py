@@ -264,8 +264,9 @@ def run_name(config: RunConfig, run_dir: Path, context: Mapping[str, Any] | None
 
 
 class WandbTracker:
-    """Weights & Biases, offline by default; ``disabled`` makes every call a no-op. A
-    training segment (``start_step``: the env steps it starts from) also writes TensorBoard
+    """Weights & Biases, offline by default; ``disabled`` makes every call a no-op. Job
+    types: train (a run), eval (`vecbench eval`), bench (`vecbench bench`). A training
+    segment (``start_step``: the env steps it starts from) also writes TensorBoard
     event files with tracking.tensorboard (harness/tensorboard.py)."""
 
     def __init__(
@@ -276,6 +277,7 @@ class WandbTracker:
         context: Mapping[str, Any] | None = None,
         job_type: str = "train",
         start_step: int | None = None,
+        name: str | None = None,
     ) -> None:
         self.run = None
         self.last_step = -1  # env steps of the last row W&B was sent, in any segment
@@ -296,14 +298,14 @@ class WandbTracker:
             entity=tracking.entity,
             group=tracking.group,
             tags=list(dict.fromkeys([*tracking.tags, config.env.name, config.algo.name])),
-            name=run_name(config, run_dir, context),
+            name=name or run_name(config, run_dir, context),
             job_type=job_type,
             config={
                 **to_dict(config),
                 "config_hash": config_hash(config),  # groups W&B runs of one experiment
                 **({"context": dict(context)} if context else {}),
             },
-            dir=str(run_dir),
+            dir=str(_directory(run_dir)),
             mode=tracking.wandb,
             id=run_id,
             resume="allow" if run_id else None,
@@ -338,6 +340,12 @@ class WandbTracker:
                 if isinstance(value, int | float | str):
                     self.run.summary[key] = value
             self.run.finish()
+
+
+def _directory(path: Path) -> Path:
+    """W&B writes under ``path``/wandb; it must exist first."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return Path(path)
 
 
 def _format(value: float | int) -> str:

@@ -1,4 +1,5 @@
-"""`vecbench eval` keeps its result: eval.json in the run directory, and the run's W&B summary."""
+"""`vecbench eval` keeps its result: eval.json in the run directory, the run's W&B summary
+and an eval W&B run; `vecbench bench` is a W&B run of its own too."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from harness.cli import main
 from harness.config import load_config
 from harness.runner import train
-from tests.helpers.wandb_records import read_records
+from tests.helpers.wandb_records import finished_records, logged_config, logged_run, read_records
 
 TINY = [
     "env.num_envs=16",
@@ -38,6 +39,7 @@ def test_eval_writes_what_it_printed(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert record["overrides"] == ["env.max_episode_steps=50"]
     assert record["mean_length"] <= 50 and "evaluated_at" in record
     assert not (run_dir / "wandb").exists()  # tracking disabled: no W&B run started
+    assert not (run_dir / "eval").exists()
 
 
 def eval_summary(run_file: Path, wait_s: float = 20.0) -> dict[str, object]:
@@ -64,3 +66,43 @@ def test_eval_goes_to_the_runs_wandb_summary(tmp_path: Path) -> None:
     summary = eval_summary(evaluation)
     assert summary["eval/mean_return"] == record["mean_return"]
     assert summary["eval/episodes"] == 8 and summary["eval/deterministic"] is False
+
+
+def summary_of(path: Path) -> dict[str, object]:
+    summary: dict[str, object] = {}
+    for record in finished_records(path):
+        if record.WhichOneof("record_type") == "summary":
+            summary.update({i.key: json.loads(i.value_json) for i in record.summary.update})
+    return summary
+
+
+def test_eval_is_a_wandb_run_of_job_type_eval(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    config = load_config(overrides=[*TINY, "tracking.wandb=offline", "tracking.group=g1"])
+    train(config, run_dir=run_dir)
+    assert main(["eval", str(run_dir), "--episodes", "8"]) == 0
+    record = json.loads((run_dir / "eval.json").read_text())
+    (path,) = run_dir.glob("eval/wandb/offline-run-*/run-*.wandb")
+    assert logged_run(path) == {
+        "name": "run-eval",
+        "job_type": "eval",
+        "group": "g1",
+        "tags": ["cartpole", "ppo"],
+    }
+    summary = summary_of(path)
+    assert summary["mean_return"] == record["mean_return"] and summary["episodes"] == 8
+    assert logged_config(path)["env"]["num_envs"] == 16  # the trained run's config
+
+
+def test_bench_is_a_wandb_run_of_job_type_bench(tmp_path: Path) -> None:
+    out = tmp_path / "bench" / "cartpole"
+    args = ["--num-envs", "16", "64", "--modes", "env", "--steps", "64", "-o", str(out)]
+    assert main(["bench", *args, "--set", "tracking.wandb=offline"]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())
+    (path,) = (tmp_path / "bench").glob("wandb/offline-run-*/run-*.wandb")
+    assert logged_run(path)["job_type"] == "bench"
+    assert logged_run(path)["name"] == "bench-cartpole-ppo"
+    summary = summary_of(path)
+    for row in rows:
+        assert summary[f"steps_per_second/env/{row['num_envs']}"] == row["steps_per_second"]
+    assert logged_config(path)["context"]["bench"]["num_envs"] == [16, 64]
