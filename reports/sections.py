@@ -221,6 +221,9 @@ def learning(c: Collection, threshold: float | None, reps: int) -> Section | Non
             if c.runs["label"].nunique() > 8
             else "."
         )
+        + stats.coverage_note(
+            int(c.runs[c.runs["label"].isin(groups)].groupby("label").size().min())
+        )
     )
     section.figures.append(
         (
@@ -313,6 +316,7 @@ def aggregates(c: Collection, threshold: float | None, reps: int) -> Section | N
         "Final returns normalised by each task's maximum return (cartpole: the time limit), "
         f"aggregated over seeds with 95 % stratified bootstrap confidence intervals ({reps} "
         "resamples; Agarwal et al., 2021). Lower is better for the optimality gap."
+        + stats.coverage_note(min(m.shape[0] for m in matrices.values()))
     )
     intervals = {
         lab: {

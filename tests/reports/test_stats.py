@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -77,3 +79,22 @@ def test_mean_band_is_a_bootstrap_band_of_the_mean() -> None:
     sims = np.array([1.0, 3.0, 5.0])[rng.integers(0, 3, size=(4000, 3))].mean(axis=1)
     assert low[0] == pytest.approx(np.quantile(sims, 0.025), abs=0.34)
     assert high[0] == pytest.approx(np.quantile(sims, 0.975), abs=0.34)
+
+
+@pytest.mark.parametrize("n_runs", [5, 10])
+def test_bootstrap_coverage_simulation_agrees_with_its_theory(n_runs: int) -> None:
+    """The percentile bootstrap of a mean is, for large resample counts, the normal
+    interval with the plug-in standard deviation: it covers a normal sample's mean with
+    probability P(|t_(n-1)| < z * sqrt((n - 1) / n)). The simulation must agree (2000
+    samples: standard error about 0.007), and both fall well short of 95 %."""
+    theory = 2 * sps.t.cdf(1.959964 * math.sqrt((n_runs - 1) / n_runs), n_runs - 1) - 1
+    simulated = stats.bootstrap_coverage(n_runs)
+    assert simulated == pytest.approx(theory, abs=0.025)
+    assert simulated < 0.93
+
+
+def test_reports_say_when_their_intervals_are_approximate() -> None:
+    note = stats.coverage_note(5)
+    assert "With 5 seeds a nominal 95% percentile-bootstrap interval covers" in note
+    assert "approximate" in note
+    assert stats.coverage_note(1) == "" and stats.coverage_note(60) == ""
