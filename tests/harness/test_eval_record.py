@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from harness.cli import main
 from harness.config import load_config
 from harness.runner import train
-from tests.helpers.wandb_records import finished_records, logged_config, logged_run, read_records
+from tests.helpers.wandb_records import logged_config, logged_run, logged_summary
 
 TINY = [
     "env.num_envs=16",
@@ -42,19 +41,6 @@ def test_eval_writes_what_it_printed(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (run_dir / "eval").exists()
 
 
-def eval_summary(run_file: Path, wait_s: float = 20.0) -> dict[str, object]:
-    """The summary a W&B offline run file holds (written asynchronously: waited for)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        summary: dict[str, object] = {}
-        for record in read_records(run_file):
-            if record.WhichOneof("record_type") == "summary":
-                summary.update({i.key: json.loads(i.value_json) for i in record.summary.update})
-        if "eval/mean_return" in summary or time.monotonic() > deadline:
-            return summary
-        time.sleep(0.5)
-
-
 def test_eval_goes_to_the_runs_wandb_summary(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     train(load_config(overrides=[*TINY, "tracking.wandb=offline"]), run_dir=run_dir)
@@ -63,17 +49,9 @@ def test_eval_goes_to_the_runs_wandb_summary(tmp_path: Path) -> None:
     record = json.loads((run_dir / "eval.json").read_text())
     training, evaluation = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert evaluation.name == training.name == f"run-{run_id}.wandb"  # the same W&B run
-    summary = eval_summary(evaluation)
+    summary = logged_summary(evaluation)
     assert summary["eval/mean_return"] == record["mean_return"]
     assert summary["eval/episodes"] == 8 and summary["eval/deterministic"] is False
-
-
-def summary_of(path: Path) -> dict[str, object]:
-    summary: dict[str, object] = {}
-    for record in finished_records(path):
-        if record.WhichOneof("record_type") == "summary":
-            summary.update({i.key: json.loads(i.value_json) for i in record.summary.update})
-    return summary
 
 
 def test_eval_is_a_wandb_run_of_job_type_eval(tmp_path: Path) -> None:
@@ -89,7 +67,7 @@ def test_eval_is_a_wandb_run_of_job_type_eval(tmp_path: Path) -> None:
         "group": "g1",
         "tags": ["cartpole", "ppo"],
     }
-    summary = summary_of(path)
+    summary = logged_summary(path)
     assert summary["mean_return"] == record["mean_return"] and summary["episodes"] == 8
     assert logged_config(path)["env"]["num_envs"] == 16  # the trained run's config
 
@@ -102,7 +80,7 @@ def test_bench_is_a_wandb_run_of_job_type_bench(tmp_path: Path) -> None:
     (path,) = (tmp_path / "bench").glob("wandb/offline-run-*/run-*.wandb")
     assert logged_run(path)["job_type"] == "bench"
     assert logged_run(path)["name"] == "bench-cartpole-ppo"
-    summary = summary_of(path)
+    summary = logged_summary(path)
     for row in rows:
         assert summary[f"steps_per_second/env/{row['num_envs']}"] == row["steps_per_second"]
     assert logged_config(path)["context"]["bench"]["num_envs"] == [16, 64]

@@ -148,29 +148,11 @@ def test_read_only_file_system_for_the_summary_keeps_no_temporary(
     assert store.summary() == {"completed": False}
 
 
-def wandb_summary(path: Path, wait_s: float = 20.0) -> dict[str, object]:
-    """The run file's summary updates merged in order (written asynchronously: waited for)."""
-    import json
-    import time
-
-    from tests.helpers.wandb_records import read_records
-
-    deadline = time.monotonic() + wait_s
-    while True:
-        summary: dict[str, object] = {}
-        for record in read_records(path):
-            if record.WhichOneof("record_type") == "summary":
-                summary.update({i.key: json.loads(i.value_json) for i in record.summary.update})
-        if "completed" in summary or time.monotonic() > deadline:
-            return summary
-        time.sleep(0.5)
-
-
 def test_wandb_after_resume_logs_each_step_once_and_the_summary_of_summary_json(
     tmp_path: Path,
 ) -> None:
     from harness.runner import resume, train
-    from tests.helpers.wandb_records import logged_history
+    from tests.helpers.wandb_records import logged_history, logged_summary
 
     def interrupt(row) -> None:
         if row["iteration"] == 8:
@@ -195,7 +177,7 @@ def test_wandb_after_resume_logs_each_step_once_and_the_summary_of_summary_json(
     after = [h["episode_return"] for h in history if h["iteration"] > 8]
     assert after == pytest.approx(list(metrics["episode_return"].iloc[4:]))
     summary = RunStore.open(run_dir).summary()
-    logged = wandb_summary(second)
+    logged = logged_summary(second)
     assert logged["wall_time_s"] == summary["wall_time_s"]
     assert logged["env_steps"] == summary["env_steps"] == 6144
 

@@ -90,6 +90,15 @@ def logged_config(path: Path) -> dict[str, Any]:
     return config
 
 
+def logged_summary(path: Path) -> dict[str, Any]:
+    """The run's summary: its summary updates merged in order."""
+    summary: dict[str, Any] = {}
+    for record in finished_records(path):
+        if record.WhichOneof("record_type") == "summary":
+            summary.update({i.key: json.loads(i.value_json) for i in record.summary.update})
+    return summary
+
+
 def logged_history(path: Path) -> list[dict[str, Any]]:
     """Each ``run.log`` call as a dict, in order."""
     rows = []
