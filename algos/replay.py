@@ -109,14 +109,12 @@ class ReplayBuffer:
                 "terminated": self.terminated[idx],
                 "discount": torch.full((batch_size,), gamma, device=self.device),
             }
-        if self.device_fill:
+        pick = self._draw(starts, self._size - (n_step - 1) * n_envs, batch_size, generator)
+        if self.device_fill:  # the oldest row: the write position once the buffer is full
             full = self._size == self.capacity
             oldest = torch.where(full, self._position, torch.zeros_like(self._position))
-            starts_t = self._size - (n_step - 1) * n_envs
-            pick = self._draw(starts, starts_t, batch_size, generator)
         else:
             oldest = self.position if self.size == self.capacity else 0
-            pick = self._draw(starts, self._size, batch_size, generator)
         idx = (oldest + pick) % self.capacity  # [B]
         ahead = torch.arange(n_step, device=self.device)[:, None] * n_envs  # [n, 1]
         rows = (idx[None, :] + ahead) % self.capacity  # [n, B]
