@@ -1,7 +1,10 @@
 """Data-parallel helpers: with torch.distributed initialised (torchrun), each rank steps
 its own envs and these make every update use global statistics; alone, they do nothing.
 
-All collectives are device-side (NCCL on CUDA, gloo on CPU): no host sync in the update.
+All collectives are device-side (NCCL on CUDA, gloo on CPU): no host sync in the update,
+and on CUDA they are captured in the iteration's graph. Each one costs a few microseconds
+of latency however small, so statistics travel together: one collective per gradient step
+(gradients and KL), one per env step (observation moments), one per update (advantages).
 """
 
 from __future__ import annotations
@@ -32,27 +35,40 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def global_mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and (unbiased) std of x over all ranks' elements, two passes for precision."""
-    if world_size() == 1:
-        return x.mean(), x.std()
-    total = all_reduce_sum(torch.stack([x.sum(), x.new_tensor(float(x.numel()))]))
-    mean = total[0] / total[1]
-    squares = all_reduce_sum(((x - mean) ** 2).sum())
-    return mean, torch.sqrt(squares / (total[1] - 1.0))
+def merged_moments(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Mean, sum of squared deviations (M2) and count of x along ``dim`` over every rank's
+    x (equal shapes on every rank), in one collective: each rank's own mean and M2 are
+    gathered and merged (Chan et al.), as precise as two passes over all the data."""
+    n = x.shape[dim]
+    mean = x.mean(dim)
+    m2 = ((x - mean.unsqueeze(dim)) ** 2).sum(dim)
+    world = world_size()
+    if world == 1:
+        return mean, m2, n
+    slots = x.new_zeros((world, 2, *mean.shape))  # a gather written as a sum of one-hot slots
+    slots[dist.get_rank()] = torch.stack([mean, m2])
+    all_reduce_sum(slots)
+    means, m2s = slots[:, 0], slots[:, 1]
+    total_mean = means.mean(0)  # equal counts
+    return total_mean, m2s.sum(0) + n * ((means - total_mean) ** 2).sum(0), n * world
 
 
-def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
-    """Every rank ends with the mean gradient over ranks (one flat all-reduce)."""
+def average_gradients(
+    parameters: Iterable[torch.nn.Parameter], also: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """Every rank ends with the mean gradient over ranks, in one flat all-reduce; ``also``
+    (a scalar statistic of the same step) rides along and its mean over ranks is returned."""
     if world_size() == 1:
-        return
+        return also
     grads = [p.grad for p in parameters if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    extra = [] if also is None else [also.reshape(1)]
+    flat = torch.cat([g.reshape(-1) for g in grads] + extra)
     all_reduce_mean(flat)
     offset = 0
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
+    return None if also is None else flat[-1]
 
 
 def broadcast_parameters(module: torch.nn.Module) -> None:

@@ -12,12 +12,7 @@ import torch
 from torch import nn
 
 from algos.base import Algorithm
-from algos.distributed import (
-    all_reduce_mean,
-    average_gradients,
-    broadcast_parameters,
-    global_mean_std,
-)
+from algos.distributed import average_gradients, broadcast_parameters, merged_moments, world_size
 from algos.gae import compute_gae
 from algos.networks import Activation, CategoricalHead, GaussianHead, mlp
 from algos.optim import Adam
@@ -224,16 +219,28 @@ class PPO(Algorithm):
         }
         totals = torch.zeros(5, device=self.device)  # policy, value, entropy, kl, clip frac
         minibatch = self.batch_size // c.num_minibatches
-        for _ in range(c.num_epochs):
-            order = torch.randperm(self.batch_size, device=self.device, generator=self.generator)
-            for start in range(0, minibatch * c.num_minibatches, minibatch):
-                idx = order[start : start + minibatch]
-                totals += self._minibatch_step({k: v[idx] for k, v in batch.items()})
+        orders = [
+            torch.randperm(self.batch_size, device=self.device, generator=self.generator)
+            for _ in range(c.num_epochs)
+        ]
+        steps = [
+            o[j * minibatch : (j + 1) * minibatch] for o in orders for j in range(c.num_minibatches)
+        ]
+        adv_stats: list[torch.Tensor | None] = [None] * len(steps)
+        if c.normalize_advantages and world_size() > 1:
+            # every minibatch's statistics over all ranks, in one collective for the update
+            mean, m2, n = merged_moments(batch["advantages"][torch.stack(steps)], 1)
+            adv_stats = list(torch.stack([mean, torch.sqrt(m2 / (n - 1))], 1))  # [2] each
+        for idx, stats in zip(steps, adv_stats, strict=True):
+            totals += self._minibatch_step({k: v[idx] for k, v in batch.items()}, stats)
         s.clear()
         return update_statistics(totals / (c.num_epochs * c.num_minibatches), self.lr)
 
-    def _minibatch_step(self, mb: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One gradient step; returns [5] detached statistics."""
+    def _minibatch_step(
+        self, mb: dict[str, torch.Tensor], adv_stats: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One gradient step; ``adv_stats`` [2] is the advantages' mean and std over every
+        rank's minibatch (None: this minibatch's own). Returns [5] detached statistics."""
         c, model = self.config, self.model
         out = model.actor_out(mb["obs"])
         log_probs = model.head.log_prob(out, mb["actions"])
@@ -242,7 +249,7 @@ class PPO(Algorithm):
 
         adv = mb["advantages"]
         if c.normalize_advantages:
-            mean, std = global_mean_std(adv)  # over every rank's minibatch
+            mean, std = (adv.mean(), adv.std()) if adv_stats is None else adv_stats
             adv = (adv - mean) / (std + 1e-8)
         log_ratio = log_probs - mb["log_probs"]
         ratio = log_ratio.exp()
@@ -250,16 +257,17 @@ class PPO(Algorithm):
             adv, ratio, values, mb, c.clip_coef, c.clip_value_loss
         )
         loss = surrogate + c.value_coef * value_loss - c.entropy_coef * entropy
+        with torch.no_grad():
+            approx_kl = ((ratio - 1.0) - log_ratio).mean()  # k3 estimator (>= 0)
 
         self.optimizer.zero_grad()
         loss.backward()
-        average_gradients(model.parameters())
+        # KL averaged over ranks with the gradients, so that every rank adapts lr alike
+        approx_kl = average_gradients(model.parameters(), approx_kl)
         nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
         self.optimizer.step()
 
         with torch.no_grad():
-            # k3 estimator (>= 0), averaged over ranks so that every rank adapts lr alike
-            approx_kl = all_reduce_mean(((ratio - 1.0) - log_ratio).mean())
             clip_fraction = ((ratio - 1.0).abs() > c.clip_coef).float().mean()
             if c.lr_schedule == "adaptive":
                 self._adapt_lr(approx_kl)

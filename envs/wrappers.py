@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
+
+from algos.distributed import merged_moments, world_size
 
 
 class RunningMeanStd(torch.nn.Module):
@@ -43,12 +44,7 @@ class RunningMeanStd(torch.nn.Module):
 
 def _batch_moments(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Mean [O], population variance [O] and count of a [B, O] batch over all ranks."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if world_size() == 1:
         return batch.mean(0), batch.var(0, unbiased=False), float(batch.shape[0])
-    count = float(batch.shape[0] * dist.get_world_size())  # equal batches on every rank
-    total = batch.sum(0)
-    dist.all_reduce(total)
-    mean = total / count
-    squares = ((batch - mean) ** 2).sum(0)
-    dist.all_reduce(squares)
-    return mean, squares / count, count
+    mean, m2, count = merged_moments(batch, 0)
+    return mean, m2 / count, float(count)

@@ -3,7 +3,8 @@
 A captured region must be all GPU work with fixed shapes and addresses: the envs step
 branch-free and the algorithms never read a device value (SAC and TD3 once they learn),
 so one iteration (PPO: T env steps, T policy calls, GAE and every minibatch update;
-SAC/TD3: env steps, replay inserts and every gradient step) is one graph. Tensors that
+SAC/TD3: env steps, replay inserts and every gradient step) is one graph; across ranks
+the graph holds the NCCL collectives too (algos.distributed). Tensors that
 the region *replaces* (the env's state, the next observation) are copied back into the
 region's inputs at its end, so each replay continues from the last. Random numbers come
 from the run's own generators, registered with the graph so every replay draws fresh ones.
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from algos.base import Algorithm
+from algos.distributed import world_size
 from envs.base import VecEnv
 
 Region = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
@@ -38,7 +40,13 @@ class GraphedRegion:
         self.graph = torch.cuda.CUDAGraph()
         for g in generators:
             self.graph.register_generator_state(g)
-        with torch.cuda.graph(self.graph):
+        mode = "global"
+        if world_size() > 1:
+            # NCCL's watchdog thread queries the events of earlier collectives: let it during
+            # this capture (thread-local mode), with nothing of theirs still in flight.
+            torch.cuda.synchronize()
+            mode = "thread_local"
+        with torch.cuda.graph(self.graph, capture_error_mode=mode):
             next_obs, self.outputs = region(self.obs)
             self.obs.copy_(next_obs)
             for name, value in env.tensors().items():
@@ -97,6 +105,16 @@ class Iterations:
                 self.algo.load_host_state(counters)
             obs = self.graph.obs
         return obs, stats
+
+    def release(self) -> None:
+        """Free the captured graph (iterations after this run eagerly). A graph that holds
+        NCCL collectives must go before its process group, or destroying the group hangs
+        (pytorch/pytorch#115388)."""
+        if self.graph is not None:
+            torch.cuda.synchronize(self.device)
+            self.graph.graph.reset()
+            self.graph = None
+        self.use_graph = False
 
 
 class side_stream:  # noqa: N801 - used as a context manager, like torch.cuda.stream

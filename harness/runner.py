@@ -261,6 +261,7 @@ class _Training:
                     break
             completed = True
         finally:
+            self.iterate.release()
             wall = self.wall_time_before + time.perf_counter() - start
             result = self._result(wall)
             summary = {**result.__dict__, "run_dir": str(result.run_dir), "completed": completed}
@@ -396,8 +397,6 @@ def _use_graph(
         why_not = f"needs a CUDA device, got {device}"
     elif config.algo.not_capturable:
         why_not = config.algo.not_capturable
-    elif rank.world_size > 1:
-        why_not = "runs in one process; set it false under torchrun"
     wanted = config.experiment.cuda_graph
     if wanted and why_not:
         raise ConfigError(f"experiment.cuda_graph {why_not}")

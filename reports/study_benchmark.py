@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from reports.bench_files import write_result
+
 
 def study_file(out: Path, name: str, isolation: str, batch: int, args: Any) -> Path:
     data = {
@@ -107,16 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         "env_steps_per_trial": args.steps,
         "setups": rows,
     }
-    (args.output / "study_benchmark.json").write_text(json.dumps(result, indent=2))
-    import pandas as pd
-
-    table = pd.DataFrame(rows)
-    table.to_csv(args.output / "study_benchmark.csv", index=False)
+    table = write_result(args.output, "study_benchmark", result, rows)
     print(
         f"{meta['device_name']}, torch {torch.__version__}, commit {meta['git_commit']}, "
         f"{args.trials} trials x {args.steps:,} env steps at {args.num_envs} envs"
     )
-    print(table.to_string(index=False))
+    print(table)
     return 0
 
 

@@ -24,13 +24,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without CUDA the gpu-marked tests are deselected (reported), not skipped."""
-    if torch.cuda.is_available():
+    """Without CUDA the gpu-marked tests, with fewer than two GPUs the multi_gpu-marked
+    ones, are deselected (reported), not skipped."""
+    marker = "gpu" if not torch.cuda.is_available() else "multi_gpu"
+    if marker == "multi_gpu" and torch.cuda.device_count() >= 2:
         return
-    gpu = [item for item in items if item.get_closest_marker("gpu")]
-    if gpu:
-        config.hook.pytest_deselected(items=gpu)
-        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+    unrunnable = [item for item in items if item.get_closest_marker(marker)]
+    if unrunnable:
+        config.hook.pytest_deselected(items=unrunnable)
+        items[:] = [item for item in items if not item.get_closest_marker(marker)]
 
 
 @pytest.fixture(autouse=True)

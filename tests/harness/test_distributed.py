@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +15,7 @@ import torch.multiprocessing as mp
 
 from algos.ppo import PPO, PPOConfig
 from envs.base import ActionSpace
+from reports.multi_gpu_benchmark import train_command
 
 T, N, OBS = 8, 16, 4  # rollout steps, envs in all, obs size
 CONFIG = PPOConfig(
@@ -112,29 +111,14 @@ def test_all_reduced_update_equals_the_single_process_update(tmp_path: Path) -> 
 
 
 def test_two_rank_gloo_run_of_ppo_learns(tmp_path: Path) -> None:
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    assert torchrun, "torchrun comes with torch"
     run_dir = tmp_path / "run"
+    overrides = [
+        "env.num_envs=128",
+        "experiment.total_env_steps=800000",
+        "experiment.stop_at_return=475",
+    ]
     proc = subprocess.run(
-        [
-            torchrun,
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "harness.cli",
-            "train",
-            "--device",
-            "cpu",
-            "--wandb",
-            "disabled",
-            "--run-dir",
-            str(run_dir),
-            "--set",
-            "env.num_envs=128",
-            "experiment.total_env_steps=800000",
-            "experiment.stop_at_return=475",
-        ],
+        train_command(2, run_dir, overrides, "cpu"),
         capture_output=True,
         text=True,
         timeout=600,

@@ -1,0 +1,125 @@
+"""Data-parallel training over NCCL with the iteration captured in a CUDA graph on every rank;
+run on a machine with two GPUs (deselected where torch sees fewer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from harness.config import load_config
+from harness.device import make_generators
+from harness.graphs import Iterations
+from harness.registry import make_algo, make_env, speed_up_env
+from harness.runner import collect
+from reports.multi_gpu_benchmark import train_command
+from tests.harness.test_distributed import free_port
+
+pytestmark = [pytest.mark.gpu, pytest.mark.multi_gpu]
+ITERATIONS = 8
+
+
+def _rank_main(rank: int, port: int, out: str, graph: bool) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    device = torch.device("cuda", rank)
+    torch.cuda.set_device(device)
+    dist.init_process_group("nccl", rank=rank, world_size=2, device_id=device)
+    try:
+        config = load_config(
+            overrides=[
+                "env.num_envs=1024",
+                "env.randomization.pole_mass={low: 0.05, high: 0.2}",
+                "algo.lr_schedule=adaptive",
+            ]
+        )
+        env_gen, algo_gen = make_generators(0, device, rank)
+        env = make_env(config.env, device, env_gen)
+        algo = make_algo(config.algo, env, device, algo_gen)
+        speed_up_env(env, None, False)
+
+        def region(obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            obs = collect(env, algo, obs)
+            return obs, algo.update()
+
+        init = {k: v.clone() for k, v in algo.model.state_dict().items()}
+        iterate = Iterations(region, env, [algo_gen], device, graph, algo)
+        obs = env.reset()
+        stats = []
+        for i in range(ITERATIONS):
+            if i == ITERATIONS - 2:  # replays from here on (graph); eager: set up long ago
+                torch.cuda.synchronize()
+                torch.cuda.set_sync_debug_mode("error")
+            obs, outputs = iterate(obs)
+            stats.append({k: v.clone() for k, v in outputs.items()})
+        torch.cuda.set_sync_debug_mode("default")
+        replays = iterate.graph is not None
+        iterate.release()
+        torch.save(
+            {
+                "init": init,
+                "weights": algo.model.state_dict(),
+                "stats": {k: torch.stack([s[k] for s in stats]) for k in stats[0]},
+                "obs_norm_count": algo.model.obs_norm.count,
+                "replays": replays,
+            },
+            f"{out}/{'graph' if graph else 'eager'}-rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_graphed_data_parallel_iterations_equal_eager_ones_on_every_rank(tmp_path: Path) -> None:
+    for graph in (False, True):
+        mp.spawn(_rank_main, args=(free_port(), str(tmp_path), graph), nprocs=2, join=True)
+    load = {
+        (how, r): torch.load(tmp_path / f"{how}-rank{r}.pt", map_location="cpu")
+        for how in ("eager", "graph")
+        for r in (0, 1)
+    }
+    assert load["graph", 0]["replays"] and not load["eager", 0]["replays"]
+    for how in ("eager", "graph"):  # every rank holds the very same weights
+        for name, value in load[how, 0]["weights"].items():
+            assert torch.equal(load[how, 1]["weights"][name], value), (how, name)
+    # observation statistics count both ranks' envs: 2 x 1024 per step
+    assert load["graph", 0]["obs_norm_count"].item() == pytest.approx(
+        1e-4 + 2 * 1024 * 16 * ITERATIONS
+    )
+    for r in (0, 1):  # the graph replays what eager iterations compute
+        for key, value in load["eager", r]["stats"].items():
+            torch.testing.assert_close(load["graph", r]["stats"][key], value, atol=1e-3, rtol=1e-3)
+        for name, value in load["eager", r]["weights"].items():
+            torch.testing.assert_close(
+                load["graph", r]["weights"][name], value, atol=1e-4, rtol=1e-4
+            )
+    init, trained = load["graph", 0]["init"], load["graph", 0]["weights"]
+    assert not torch.equal(trained["actor.0.weight"], init["actor.0.weight"])  # it learned
+
+
+def test_two_gpu_graphed_run_learns_cartpole(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    overrides = [
+        "env.num_envs=4096",
+        "experiment.cuda_graph=true",
+        "experiment.total_env_steps=40000000",
+        "experiment.stop_at_return=475",
+    ]
+    proc = subprocess.run(
+        train_command(2, run_dir, overrides, "cuda"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["cuda_graph"] is True
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final_return"] >= 475
+    rows = pd.read_csv(run_dir / "metrics.csv")
+    assert (rows["env_steps"] == rows["iteration"] * 2 * 4096 * 16).all()
