@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from algos.distributed import average_gradients
 from algos.networks import mlp
 from algos.offpolicy import OffPolicy, OffPolicyConfig, TwinCritic, soft_update
 from envs.base import ActionSpace
@@ -112,6 +113,7 @@ class SAC(OffPolicy):
             alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
             self.alpha_opt.zero_grad(set_to_none=True)
             alpha_loss.backward()
+            average_gradients([self.log_alpha])  # one temperature on every rank
             self.alpha_opt.step()
         soft_update(self.critic_target, self.critic, c.tau)
         return {

@@ -2,14 +2,17 @@
 
     python -m reports.multi_gpu_benchmark OUTPUT_DIR [--gpus K] [--num-envs 4096 16384 65536]
         [--iterations 300] [--log-interval 25] [--eager [--eager-iterations 75]] [--learn]
+        [--set KEY=VALUE ...]
 
 Every figure comes from one call, each run in a fresh process: ``vecbench train`` on one
 GPU and ``torchrun --nproc_per_node K`` (the CUDA graph on every rank, as on one GPU;
 ``--eager`` adds K-GPU runs with experiment.cuda_graph=false). Steady training steps/s is
 the median (min, max) of the per-log-interval rates after the first interval, which holds
 the capture. ``--learn`` also trains cartpole to a mean return of 475 on 1 and K GPUs and
-records the env steps per GPU it took. Writes OUTPUT_DIR/multi_gpu_benchmark.{json,csv}
-with the GPU, driver, torch, CUDA, NCCL version and commit, and prints a table.
+records the env steps per GPU it took. ``--set`` applies config overrides to every run
+(e.g. ``algo.name=td3 env.action_type=continuous``). Writes
+OUTPUT_DIR/multi_gpu_benchmark.{json,csv} with the GPU, driver, torch, CUDA, NCCL version
+and commit, and prints a table.
 """
 
 from __future__ import annotations
@@ -25,8 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from reports.bench_files import write_result
-
-STEPS = 16  # PPO's default rollout length: env steps per env per iteration
 
 
 def train_command(gpus: int, run_dir: Path, overrides: list[str], device: str) -> list[str]:
@@ -87,10 +88,11 @@ def throughput(
         gpus,
         [
             f"env.num_envs={num_envs}",
-            f"experiment.total_env_steps={num_envs * STEPS * gpus * iterations}",
+            f"experiment.total_env_steps={num_envs * args.num_steps * gpus * iterations}",
             f"experiment.log_interval={args.log_interval}",
             f"experiment.checkpoint_interval={iterations}",  # no checkpoint inside the timing
             f"experiment.cuda_graph={str(graph).lower()}",
+            *args.set,
         ],
         args.device,
     )
@@ -111,7 +113,8 @@ def throughput(
     }
 
 
-def learning(out: Path, gpus: int, num_envs: int, device: str) -> dict[str, Any]:
+def learning(out: Path, gpus: int, num_envs: int, args: Any) -> dict[str, Any]:
+    device = args.device
     run_dir, wall = run(
         out,
         f"learn-{gpus}gpu-{num_envs}",
@@ -122,6 +125,7 @@ def learning(out: Path, gpus: int, num_envs: int, device: str) -> dict[str, Any]
             f"experiment.cuda_graph={str(device == 'cuda').lower()}",
             "experiment.stop_at_return=475",
             "experiment.log_interval=5",
+            *args.set,
         ],
         device,
     )
@@ -152,11 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learn-envs", type=int, default=4096, help="per GPU, with --learn")
     # cpu: K gloo processes instead of K GPUs (the benchmark's own test)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     if args.gpus < 2 or min(args.num_envs) < 1 or args.log_interval < 1:
         parser.error("--gpus must be >= 2, --num-envs and --log-interval >= 1")
     if min(args.iterations, args.eager_iterations) < 2 * args.log_interval:
         parser.error("--iterations and --eager-iterations must be >= 2 x --log-interval")
+    from harness.config import load_config
+    from harness.errors import ConfigError
+
+    try:
+        args.num_steps = load_config(overrides=args.set).algo.num_steps  # env steps/iteration
+    except ConfigError as err:
+        parser.error(str(err))
     (args.output / "runs").mkdir(parents=True, exist_ok=True)
     import torch
 
@@ -178,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), flush=True)
     if args.learn:
         for gpus in (1, args.gpus):
-            rows.append(learning(args.output, gpus, args.learn_envs, args.device))
+            rows.append(learning(args.output, gpus, args.learn_envs, args))
             print(json.dumps(rows[-1]), flush=True)
     throughputs = [r for r in rows if r["kind"] == "throughput"]
     one = {r["num_envs_per_gpu"]: r["steps_per_second"] for r in throughputs if r["gpus"] == 1}
@@ -194,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "cuda": torch.version.cuda,
         "nccl": nccl,
         "git_commit": meta["git_commit"],
+        "overrides": args.set,
         "rows": rows,
     }
     table = write_result(args.output, "multi_gpu_benchmark", result, rows)

@@ -50,7 +50,13 @@ def test_benchmark_names_the_run_that_failed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [["--num-envs", "0"], ["--gpus", "1"], ["--iterations", "5", "--log-interval", "5"]]
+    "bad",
+    [
+        ["--num-envs", "0"],
+        ["--gpus", "1"],
+        ["--iterations", "5", "--log-interval", "5"],
+        ["--set", "algo.bogus=1"],
+    ],
 )
 def test_benchmark_refuses_settings_it_cannot_measure(tmp_path: Path, bad: list[str]) -> None:
     with pytest.raises(SystemExit) as raised:
