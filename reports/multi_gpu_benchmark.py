@@ -160,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.gpus < 2 or min(args.num_envs) < 1 or args.log_interval < 1:
         parser.error("--gpus must be >= 2, --num-envs and --log-interval >= 1")
-    if min(args.iterations, args.eager_iterations) < 2 * args.log_interval:
-        parser.error("--iterations and --eager-iterations must be >= 2 x --log-interval")
+    if min(args.iterations, args.eager_iterations if args.eager else args.iterations) < (
+        2 * args.log_interval
+    ):
+        parser.error("--iterations (and --eager-iterations) must be >= 2 x --log-interval")
     from harness.config import load_config
     from harness.errors import ConfigError
 

@@ -108,19 +108,22 @@ def test_graphed_data_parallel_iterations_equal_eager_ones_on_every_rank(
     }
     assert load["graph", 0]["replays"] and not load["eager", 0]["replays"]
     for how in ("eager", "graph"):  # every rank holds the very same weights
-        for name, value in load[how, 0]["weights"].items():
-            assert torch.equal(load[how, 1]["weights"][name], value), (how, name)
+        for key, value in load[how, 0]["weights"].items():
+            assert torch.equal(load[how, 1]["weights"][key], value), (how, key)
     # observation statistics count both ranks' envs: 2 x 1024 per step
     steps = 16 if name == "ppo" else 1
     assert load["graph", 0]["obs_norm_count"].item() == pytest.approx(
         1e-4 + 2 * 1024 * steps * ITERATIONS
     )
     for r in (0, 1):  # the graph replays what eager iterations compute
-        for key, value in load["eager", r]["stats"].items():
-            torch.testing.assert_close(load["graph", r]["stats"][key], value, atol=1e-3, rtol=1e-3)
-        for name, value in load["eager", r]["weights"].items():
+        eager, graphed = load["eager", r]["stats"], load["graph", r]["stats"]
+        for key, value in eager.items():
             torch.testing.assert_close(
-                load["graph", r]["weights"][name], value, atol=1e-4, rtol=1e-4
+                graphed[key], value, atol=1e-3, rtol=1e-3, msg=f"{key}: {graphed[key]} {value}"
+            )
+        for key, value in load["eager", r]["weights"].items():
+            torch.testing.assert_close(
+                load["graph", r]["weights"][key], value, atol=1e-4, rtol=1e-4, msg=key
             )
     init, trained = load["graph", 0]["init"], load["graph", 0]["weights"]
     assert any(not torch.equal(trained[k], init[k]) for k in init)  # it learned

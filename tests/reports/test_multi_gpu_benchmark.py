@@ -55,6 +55,7 @@ def test_benchmark_names_the_run_that_failed(tmp_path: Path) -> None:
         ["--num-envs", "0"],
         ["--gpus", "1"],
         ["--iterations", "5", "--log-interval", "5"],
+        ["--eager", "--eager-iterations", "5", "--log-interval", "5"],
         ["--set", "algo.bogus=1"],
     ],
 )
