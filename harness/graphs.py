@@ -49,7 +49,11 @@ class GraphedRegion:
         with torch.cuda.graph(self.graph, capture_error_mode=mode):
             next_obs, self.outputs = region(self.obs)
             self.obs.copy_(next_obs)
-            for name, value in env.tensors().items():
+            # The region's own final tensors: every replay writes them. One made before the
+            # capture (the fused env's spare random counter after an odd number of steps)
+            # would otherwise be freed below and written into by replays after its reuse.
+            self.written = env.tensors()
+            for name, value in self.written.items():
                 if value is not inputs[name]:
                     inputs[name].copy_(value)
         env.load_tensors(inputs)  # capture ran nothing: the inputs still hold the state
