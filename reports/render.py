@@ -20,13 +20,14 @@ window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.querySelectorAll('img.figure'));
   var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
   document.body.setAttribute('data-figures-loaded', ok + '/' + imgs.length);
+  document.body.setAttribute('data-page-width', document.documentElement.scrollWidth);
 });
 </script>"""
 
 _STYLE = """<style>
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
-th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; max-width: 100%; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; overflow-wrap: anywhere; }
 th { background: #f3f3f3; }
 figure { margin: 1em 0 2em; } figure img { max-width: 100%; }
 figcaption { font-size: 0.9em; color: #555; }
@@ -45,8 +46,11 @@ def write_report(
     """Collect, build and write the report into ``out``; returns the HTML file's path."""
     collection = collect(inputs, storage, studies)
     sections = build_sections(collection, threshold, reps)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    (out / "tables").mkdir(exist_ok=True)
+    for folder, patterns in (("figures", ("*.png", "*.svg")), ("tables", ("*.csv",))):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        for pattern in patterns:  # an earlier report's files would read as this one's
+            for stale in (out / folder).glob(pattern):
+                stale.unlink()
     html_parts = [f"<h1>{html.escape(title)}</h1>"]
     md_parts = [f"# {title}\n"]
     for section in sections:
@@ -97,19 +101,25 @@ def _render_section(section: Section, out: Path) -> tuple[str, str]:
         table.to_csv(out / "tables" / f"{slug}.csv", index=False)
         shown = _display(table)
         h.append(f"<p><b>{html.escape(caption)}</b> (<a href='tables/{slug}.csv'>CSV</a>)</p>")
-        h.append(shown.to_html(index=False, na_rep="", border=0))
+        h.append(shown.to_html(index=False, na_rep=MISSING, border=0))
         m.append(f"**{caption}** ([CSV](tables/{slug}.csv))\n")
         m.append(shown.to_markdown(index=False))
         m.append("")
     return "\n".join(h), "\n".join(m)
 
 
+MISSING = "-"
+
+
 def _display(table: pd.DataFrame) -> pd.DataFrame:
-    """Numbers rounded to 4 significant digits for reading; the CSV keeps them whole."""
+    """Numbers rounded to 4 significant digits for reading, missing values as "-"; the CSV
+    keeps them whole."""
     shown = table.copy()
     for col in shown.columns:
         if pd.api.types.is_float_dtype(shown[col]):
-            shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+            shown[col] = shown[col].map(lambda v: MISSING if pd.isna(v) else f"{v:.4g}")
+        else:
+            shown[col] = shown[col].astype(object).where(shown[col].notna(), MISSING)
     return shown
 
 

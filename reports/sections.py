@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from reports import figures, stats
-from reports.collect import Collection, StudyData
+from reports.collect import Collection
 
 
 @dataclass
@@ -20,16 +20,26 @@ class Section:
     text: list[str] = field(default_factory=list)
     tables: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # name, caption
     figures: list[tuple[str, str, Any]] = field(default_factory=list)  # name, caption, Figure
+    summary: list[str] = field(default_factory=list)  # its answer, for the report's top
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"
 
 
 def build_sections(c: Collection, threshold: float | None, reps: int) -> list[Section]:
-    sections = [metadata(c)]
+    """The summary first (what each section found), then the sections, then metadata and
+    what happened to the inputs."""
+    from reports.study_section import study_section
+
+    sections = []
     for maker in (throughput, learning, aggregates):
         section = maker(c, threshold, reps)
         if section is not None:
             sections.append(section)
-    for study in c.studies:
-        sections.append(study_section(study, c))
+    sections.extend(study_section(study) for study in c.studies)
+    lines = [line for s in sections for line in s.summary]
+    sections = [*([Section("Summary", lines)] if lines else []), *sections, metadata(c)]
     if c.duplicate_seeds:
         text = ["Runs that repeat another run's configuration and seed, left out of every table:"]
         sections.append(Section("Duplicate seeds", text + [f"- {d}" for d in c.duplicate_seeds]))
@@ -140,6 +150,11 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
         "lines continue each curve's first point with ideal linear scaling."
     )
     section.tables.append(("throughput", "Steps per second by mode and num_envs", table))
+    peak = table.loc[table["steps_per_second"].idxmax()]
+    section.summary.append(
+        f"Peak throughput: {_fmt(peak['steps_per_second'])} env steps/s ({peak['mode']}) at "
+        f"{int(peak['num_envs'])} envs on {peak['device_name']}."
+    )
     knees = saturation_knees(table)
     if not knees.empty:
         section.text.append(
@@ -147,6 +162,14 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
             "the throughput (scaling exponent below 0.5), per mode."
         )
         section.tables.append(("throughput_knee", "Where scaling flattens", knees))
+        found = knees.dropna(subset=["knee_num_envs"])
+        section.summary.append(
+            "Scaling flattens (knee) at "
+            + "; ".join(f"{int(r.knee_num_envs)} envs for {r.mode}" for r in found.itertuples())
+            + "."
+            if len(found)
+            else "Scaling does not flatten within the measured num_envs."
+        )
     if not c.bench.empty and not launch.empty:
         keep = ["mode", "num_envs", "threshold", "launch_s", "train_s", "env_steps", "device_name"]
         section.text.append(
@@ -253,14 +276,28 @@ def learning(c: Collection, threshold: float | None, reps: int) -> Section | Non
         .sort_values("final_return_mean", ascending=False)
     )
     section.tables.append(("final_returns", "Final and best mean return per configuration", finals))
+    top = finals.iloc[0]
+    section.summary.append(
+        f"Highest final return: {top['label']}, mean {_fmt(top['final_return_mean'])} over "
+        f"{int(top['seeds'])} seed(s)."
+    )
     if threshold is not None:
+        reached = _time_to_threshold(c, threshold)
         section.tables.append(
             (
                 "time_to_threshold",
                 f"Env steps and seconds until the mean return first reached "
                 f"{threshold:g} (median over the seeds that reached it)",
-                _time_to_threshold(c, threshold),
+                reached,
             )
+        )
+        first = reached.dropna(subset=["wall_time_s"])
+        section.summary.append(
+            f"Fastest to a return of {threshold:g}: {first.iloc[0]['label']}, median "
+            f"{_fmt(first.iloc[0]['wall_time_s'])} s and {_fmt(first.iloc[0]['env_steps'])} env "
+            f"steps ({first.iloc[0]['seeds_reaching']} seeds reached it)."
+            if len(first)
+            else f"No configuration reached a return of {threshold:g}."
         )
     return section
 
@@ -332,8 +369,13 @@ def aggregates(c: Collection, threshold: float | None, reps: int) -> Section | N
             row[name] = iv.estimate
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = iv.low, iv.high
         rows.append(row)
-    section.tables.append(
-        ("aggregates", "Aggregate normalised scores with 95 % CIs", pd.DataFrame(rows))
+    table = pd.DataFrame(rows)
+    section.tables.append(("aggregates", "Aggregate normalised scores with 95 % CIs", table))
+    best = table.sort_values("iqm", ascending=False).iloc[0]
+    section.summary.append(
+        f"Best configuration by IQM of normalised score: {best['label']}, IQM "
+        f"{best['iqm']:.3f} (95 % CI {best['iqm_ci_low']:.3f} to {best['iqm_ci_high']:.3f}, "
+        f"{int(best['runs'])} runs)."
     )
     section.figures.append(
         (
@@ -376,124 +418,6 @@ def aggregates(c: Collection, threshold: float | None, reps: int) -> Section | N
             )
         )
     return section
-
-
-def trials_frame(study: StudyData) -> pd.DataFrame:
-    rows = []
-    for t in study.trials:
-        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
-        values = t.values or []
-        for i in range(len(study.directions)):
-            row["value" if i == 0 else f"value_{i}"] = values[i] if i < len(values) else math.nan
-        end, start = t.datetime_complete, t.datetime_start
-        row["duration_s"] = (end - start).total_seconds() if end and start else math.nan
-        row.update(t.params)
-        seed_metrics = t.user_attrs.get("seed_metrics") or []
-        for key in ("final_return", "eval_return"):
-            vals = [m[key] for m in seed_metrics if key in m]
-            row[f"mean_{key}"] = float(np.mean(vals)) if vals else math.nan
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def study_section(study: StudyData, c: Collection) -> Section:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    trials = trials_frame(study)
-    section = Section(f"Study: {study.name}")
-    counts = trials["state"].value_counts().to_dict() if len(trials) else {}
-    section.text.append(
-        f"{len(trials)} trials from {study.source}: "
-        + ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
-        + f". Objective(s): {', '.join(study.directions)}."
-    )
-    if trials.empty:
-        return section
-    params = [p for p in trials.columns if "." in p]
-    direction = study.directions[0]
-    done = trials[trials["state"] == "COMPLETE"]
-    best = done.sort_values("value", ascending=direction == "minimize").head(10)
-    section.tables.append((f"{study.name}_best_trials", "Best trials", best))
-    section.tables.append((f"{study.name}_trials", "All trials", trials))
-    section.figures.append(
-        (
-            f"{study.name}_history",
-            "Optimisation history",
-            figures.optimisation_history(trials, direction),
-        )
-    )
-    if len(study.directions) == 1 and len(done) >= 2 and params:
-        try:
-            frozen = [t for t in study.trials if t.state.name == "COMPLETE"]
-            tmp = optuna.create_study(direction=direction)
-            tmp.add_trials(frozen)
-            imp = optuna.importance.get_param_importances(tmp)
-            section.figures.append(
-                (
-                    f"{study.name}_importance",
-                    "Hyperparameter importance (Optuna's default evaluator)",
-                    figures.importances(imp),
-                )
-            )
-            section.tables.append(
-                (
-                    f"{study.name}_importance",
-                    "Hyperparameter importance",
-                    pd.DataFrame({"param": list(imp), "importance": list(imp.values())}),
-                )
-            )
-        except (ValueError, RuntimeError) as err:
-            section.text.append(f"Importance not computed: {err}")
-    if len(done) >= 2 and params:
-        section.figures.append(
-            (
-                f"{study.name}_parallel",
-                "Parallel coordinates (complete trials, colour = objective)",
-                figures.parallel_coordinates(done, params),
-            )
-        )
-        section.figures.append(
-            (
-                f"{study.name}_slices",
-                "Objective against each parameter",
-                figures.slices(done, params),
-            )
-        )
-    robust = _robustness(trials, params)
-    if robust is not None:
-        section.text.append(
-            "Robustness: each trial's policy evaluated on the held-out range of "
-            "the study's `evaluation` settings, next to its training return."
-        )
-        section.tables.append(
-            (f"{study.name}_robustness", "Training range vs held-out range", robust)
-        )
-        section.figures.append(
-            (
-                f"{study.name}_robustness",
-                "Return on the training range and on the held-out range",
-                figures.robustness(robust),
-            )
-        )
-    return section
-
-
-def _robustness(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame | None:
-    if "mean_eval_return" not in trials or trials["mean_eval_return"].isna().all():
-        return None
-    done = trials.dropna(subset=["mean_eval_return"])
-    setting = (
-        done[params].astype(str).agg(", ".join, axis=1) if params else done["number"].astype(str)
-    )
-    return pd.DataFrame(
-        {
-            "trial": done["number"],
-            "setting": setting,
-            "train_return": done["mean_final_return"],
-            "heldout_return": done["mean_eval_return"],
-        }
-    ).sort_values("heldout_return", ascending=False)
 
 
 def _version() -> str:

@@ -122,14 +122,79 @@ def test_files_of_the_report(report: Path) -> None:
     assert "data:image/svg+xml;base64," in html and "src='figures/" not in html  # self-contained
     for stem in pngs:
         assert f"figures/{stem}.png" in md
-    for section in (
-        "Metadata",
+    order = [
+        "Summary",
         "Throughput scaling",
         "Learning",
         "Aggregate performance",
         "Study: robust",
-    ):
+        "Metadata",
+    ]  # the answer first, where it came from last
+    for section in order:
         assert f"<h2>{section}</h2>" in html and f"## {section}" in md
+    assert re.findall(r"<h2>(.*?)</h2>", html)[: len(order)] == order
+    assert "<NA>" not in html + md and ">nan<" not in html  # missing values read "-"
+
+
+def test_summary_states_what_the_tables_say(report: Path) -> None:
+    summary = (report / "report.md").read_text().split("## Summary")[1].split("\n## ")[0]
+    throughput = table(report, "throughput")
+    peak = throughput.loc[throughput["steps_per_second"].idxmax()]
+    assert (
+        f"Peak throughput: {peak['steps_per_second']:.3g} env steps/s ({peak['mode']}) "
+        f"at {int(peak['num_envs'])} envs" in summary
+    )
+    finals = table(report, "final_returns")
+    assert f"Highest final return: {finals.iloc[0]['label']}, mean" in summary
+    aggregates = table(report, "aggregates").sort_values("iqm", ascending=False)
+    best = aggregates.iloc[0]
+    assert f"IQM of normalised score: {best['label']}, IQM {best['iqm']:.3f}" in summary
+    trials = table(report, "robust_best_trials")
+    assert f"Study robust: best trial {int(trials.iloc[0]['number'])} by eval_return" in summary
+    reached = table(report, "time_to_threshold").dropna(subset=["wall_time_s"])
+    expected = (
+        f"Fastest to a return of 30: {reached.iloc[0]['label']}"
+        if len(reached)
+        else "No configuration reached a return of 30."
+    )
+    assert expected in summary
+
+
+def test_multi_objective_study_gets_a_pareto_front_and_a_figure_per_objective(
+    tmp_path: Path,
+) -> None:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / "study" / "journal.log"
+    journal.parent.mkdir()
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    study = optuna.create_study(
+        study_name="two", storage=storage, directions=["maximize", "maximize"]
+    )
+    study.set_user_attr(
+        "vecbench_spec", yaml.safe_dump({"objective": ["final_return", "env_steps_per_second"]})
+    )
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        lr = trial.suggest_float("algo.lr", 1e-4, 1e-2, log=True)
+        n = trial.suggest_categorical("env.num_envs", [64, 256, 1024])
+        return 500 * lr / (lr + 1e-3), n * 1e3 * (1 - lr)
+
+    study.optimize(objective, n_trials=12)
+    out = tmp_path / "report"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "from_an_earlier_report.png").write_bytes(b"")
+    write_report([tmp_path / "study"], out, reps=100)
+    assert not (out / "figures" / "from_an_earlier_report.png").exists()
+    figures = {p.stem for p in (out / "figures").glob("*.png")}
+    for name in ("final_return", "env_steps_per_second"):
+        assert {f"two_history_{name}", f"two_importance_{name}"} <= figures
+        importance = table(out, f"two_importance_{name}")
+        assert set(importance["param"]) == {"algo.lr", "env.num_envs"}
+    assert {"two_pareto_front", "two_parallel", "two_slices"} <= figures
+    html = (out / "report.html").read_text()
+    assert "Objective(s): final_return (maximize), env_steps_per_second (maximize)" in html
 
 
 def test_final_returns_trace_back_to_metrics(report: Path, inputs: Path) -> None:
@@ -258,6 +323,7 @@ def test_html_renders_in_chromium(report: Path, tmp_path: Path) -> None:
             "--enable-logging=stderr",
             "--v=0",
             "--virtual-time-budget=10000",
+            "--window-size=1280,900",
             "--dump-dom",
             page,
         ],
@@ -266,6 +332,8 @@ def test_html_renders_in_chromium(report: Path, tmp_path: Path) -> None:
         timeout=120,
     )
     assert f'data-figures-loaded="{figures}/{figures}"' in dom.stdout  # every figure decoded
+    width = int(re.search(r'data-page-width="(\d+)"', dom.stdout).group(1))
+    assert width <= 1280  # every table fits a laptop window
     console_errors = [
         line
         for line in dom.stderr.splitlines()
