@@ -26,10 +26,12 @@ demo: $(STAMP)
 # Lint, then the whole suite (CPU; gpu-marked tests are deselected without CUDA), one test
 # process per core with one thread each (up to 8; tests/conftest.py). The
 # study tests start a private PostgreSQL on loopback and the report test opens the HTML in
-# Chromium, both Debian's packages (installed if missing).
+# Chromium, and the video tests render through Mesa's EGL: Debian's packages (installed if
+# missing).
 test: $(STAMP)
 	bash tests/services/ensure-postgres.sh
 	bash tests/services/ensure-chromium.sh
+	bash tests/services/ensure-egl.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n auto --maxprocesses 8 --dist worksteal
 

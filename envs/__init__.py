@@ -1,6 +1,15 @@
 """Vectorised environments: the VecEnv contract, domain randomisation and the tasks."""
 
-from envs.base import ActionSpace, EnvConfig, EnvStep, TensorTask, VecEnv
+import logging
+import os
+
+# MuJoCo picks its OpenGL backend when first imported: offscreen EGL (videos of the arm and
+# the quadruped) unless the user chose another. PyOpenGL's note on its optional C extension
+# is not news to anyone.
+os.environ.setdefault("MUJOCO_GL", "egl")
+logging.getLogger("OpenGL.acceleratesupport").setLevel(logging.WARNING)
+
+from envs.base import ActionSpace, EnvConfig, EnvStep, TensorTask, VecEnv  # noqa: E402
 
 __all__ = ["ActionSpace", "EnvConfig", "EnvStep", "TensorTask", "VecEnv"]
 

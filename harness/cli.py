@@ -61,11 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run")
     train.set_defaults(func=_train)
 
-    ev = sub.add_parser("eval", help="mean return of a trained run's checkpoint")
+    ev = sub.add_parser("eval", help="mean return of a trained run's checkpoint, or a video")
     ev.add_argument("run_dir", type=Path)
     ev.add_argument("--episodes", type=int, default=100)
     ev.add_argument("--stochastic", action="store_true", help="sample actions, not the mode")
     ev.add_argument("--device", help="device to evaluate on (default: the run's)")
+    ev.add_argument(
+        "--video", type=Path, metavar="OUT", help="record the greedy policy: out.gif or out.mp4"
+    )
+    ev.add_argument("--video-envs", type=int, default=4, help="envs tiled in each frame")
+    ev.add_argument("--video-steps", type=int, default=300, help="frames (env steps)")
     _add_set(ev, "change the env, e.g. a wider randomisation range")
     ev.set_defaults(func=_eval)
 
@@ -236,6 +241,19 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from harness.evaluate import evaluate, record_eval
 
+    if args.video is not None:
+        from harness.video import record_video
+
+        frames = record_video(
+            args.run_dir,
+            args.video,
+            args.video_envs,
+            args.video_steps,
+            args.device,
+            args.overrides,
+        )
+        print(f"video of {args.video_envs} envs, {frames} frames: {args.video}")
+        return 0
     if args.episodes <= 0:
         raise VecbenchError(f"--episodes must be > 0, got {args.episodes}")
     result = evaluate(args.run_dir, args.episodes, not args.stochastic, args.device, args.overrides)

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+os.environ.setdefault("MUJOCO_GL", "egl")  # before any test module imports mujoco (videos)
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one test process per core (pytest-xdist): one thread each, which the
     # subprocesses that tests start inherit, so the processes never fight over the cores.

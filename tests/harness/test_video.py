@@ -1,0 +1,79 @@
+"""vecbench eval --video: each task's clip read back frame by frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.cli import main
+from harness.config import load_config
+from harness.runner import train
+from harness.video import FPS, SIZE
+
+TASKS = {
+    "cartpole": ["env.num_envs=16", "experiment.total_env_steps=512"],
+    "arm": ["env.name=arm", "env.num_envs=16", "experiment.total_env_steps=512"],
+    "quadruped": ["env.name=quadruped", "env.num_envs=8", "experiment.total_env_steps=256"],
+}
+
+
+@pytest.fixture(scope="module", params=list(TASKS))
+def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = load_config(overrides=["tracking.wandb=disabled", *TASKS[request.param]])
+    return train(config, run_dir=tmp_path_factory.mktemp(request.param) / "run").run_dir
+
+
+def gif_frames(path: Path) -> tuple[list[np.ndarray], int]:
+    from PIL import Image, ImageSequence
+
+    with Image.open(path) as gif:
+        frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(gif)]
+        durations = [f.info["duration"] for f in ImageSequence.Iterator(gif)]
+    return frames, sum(durations)
+
+
+def test_gif_has_every_frame_and_the_policy_moves(run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "clip.gif"
+    assert main(["eval", str(run), "--video", str(out), "--video-steps", "40"]) == 0
+    assert f"video of 4 envs, 40 frames: {out}" in capsys.readouterr().out
+    frames, total_ms = gif_frames(out)
+    assert len(frames) == 40 and total_ms == 40 * (1000 // FPS)
+    assert frames[0].shape == (2 * SIZE[0], 2 * SIZE[1], 3)  # four envs, two by two
+    scene = [f[:-3].astype(float) for f in frames]  # without the progress line
+    assert all(f.std() > 10 for f in scene)  # not blank
+    moved = np.abs(scene[-1] - scene[0]).mean(axis=2) > 20
+    h, w = SIZE
+    for r in range(2):  # every tile changes between the first and the last frame
+        for c in range(2):
+            assert moved[r * h : (r + 1) * h, c * w : (c + 1) * w].sum() > 50
+
+
+def test_mp4_reads_back_with_its_frame_count(run: Path, tmp_path: Path) -> None:
+    import imageio_ffmpeg
+
+    out = tmp_path / "clip.mp4"
+    assert main(["eval", str(run), "--video", str(out), "--video-steps", "12"]) == 0
+    reader = imageio_ffmpeg.read_frames(str(out))
+    meta = next(reader)
+    frames = [np.frombuffer(f, np.uint8) for f in reader]
+    assert meta["size"] == (2 * SIZE[1], 2 * SIZE[0]) and len(frames) == 12
+    assert max(f.std() for f in frames) > 10
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--video", "clip.avi"], "clip.avi: a video is .gif or .mp4"),
+        (["--video", "clip.gif", "--video-envs", "0"], "--video-envs and --video-steps"),
+    ],
+)
+def test_bad_video_settings_are_one_line_errors(
+    tmp_path: Path, capsys, args: list[str], message: str
+) -> None:
+    args = [str(tmp_path / a) if a.startswith("clip") else a for a in args]
+    assert main(["eval", str(tmp_path), *args]) == 2  # refused before the run is read
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
