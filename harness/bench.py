@@ -6,6 +6,7 @@ Timing: a warm-up, then one synchronisation before and after the timed steps.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
@@ -22,7 +23,7 @@ import torch
 from harness.config import RunConfig
 from harness.device import device_name, make_generators, resolve_device
 from harness.errors import ConfigError
-from harness.graphs import GraphedRegion, side_stream
+from harness.graphs import GRAPH_WARMUP, GraphedRegion, side_stream
 from harness.registry import ENVS, env_stepping, make_algo, make_env, speed_up_env
 from harness.runner import train
 from harness.tracking import WandbTracker, environment_meta
@@ -131,20 +132,48 @@ def inference_steps_per_second(config: RunConfig, warmup: int = 20, steps: int =
     return calls * per_call * env.num_envs / seconds
 
 
-def train_steps_per_second(config: RunConfig, iterations: int = 20) -> float:
-    """End-to-end training throughput after the first (burn-in) iteration."""
-    steps_per_iteration = config.env.num_envs * config.algo.num_steps
+def steady_window(iterations: int, warmup: int) -> tuple[int, int]:
+    """(iterations to run, log interval) such that the last metrics row times exactly the
+    final ``iterations`` iterations, after at least ``warmup`` set-up ones."""
+    lead = math.ceil(warmup / iterations) * iterations
+    return lead + iterations, iterations
+
+
+def warmup_iterations(config: RunConfig) -> int:
+    """Iterations before training runs at its steady rate: the burn-in, the CUDA graph's
+    eager warm-up and capture, and an off-policy run's random-action iterations before
+    learning (they run eagerly and update nothing)."""
+    algo, per_env = config.algo, config.algo.num_steps
+    random = 0
+    if hasattr(algo, "learning_starts"):
+        random = max(
+            math.ceil(algo.n_step / per_env),
+            math.ceil(algo.learning_starts / (config.env.num_envs * per_env)),
+        )
+    return 1 + GRAPH_WARMUP + random
+
+
+def train_steps_per_second(
+    config: RunConfig, iterations: int = 20, run_dir: Path | None = None
+) -> float:
+    """Training throughput over ``iterations`` steady iterations, timed after the set-up
+    ones (`warmup_iterations`) by the run's own last metrics row; ``run_dir`` keeps the run."""
+    total, interval = steady_window(iterations, warmup_iterations(config))
     experiment = dataclasses.replace(
         config.experiment,
-        total_env_steps=steps_per_iteration * (iterations + 1),
-        log_interval=iterations + 1,
+        total_env_steps=config.env.num_envs * config.algo.num_steps * total,
+        log_interval=interval,
+        eval_interval=0,
         checkpoint_interval=10**9,
         stop_at_return=None,
     )
-    tracking = dataclasses.replace(config.tracking, wandb="disabled")
+    tracking = dataclasses.replace(config.tracking, wandb="disabled", tensorboard=False)
     config = dataclasses.replace(config, experiment=experiment, tracking=tracking)
     with tempfile.TemporaryDirectory() as tmp:
-        return train(config, run_dir=Path(tmp) / "bench").env_steps_per_second
+        result = train(config, run_dir=run_dir or Path(tmp) / "bench")
+        with open(result.run_dir / "metrics.csv", newline="") as f:
+            last = list(csv.DictReader(f))[-1]
+    return float(last["interval_env_steps_per_second"])
 
 
 def launch_to_return(

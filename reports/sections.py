@@ -146,7 +146,8 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
         )
     section.text.append(
         "Env steps per second against the number of parallel envs: env stepping alone, env "
-        "plus policy inference, and end-to-end training (after a burn-in iteration). The dotted "
+        "plus policy inference, and end-to-end training (benchmarks: over steady iterations "
+        "after the set-up ones; runs: after a burn-in iteration). The dotted "
         "lines continue each curve's first point with ideal linear scaling."
     )
     section.tables.append(("throughput", "Steps per second by mode and num_envs", table))

@@ -4,6 +4,7 @@ front, intermediate values), and the held-out robustness check vecbench adds."""
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from typing import Any
@@ -113,6 +114,8 @@ def _optuna_figures(
     from optuna.visualization import matplotlib as plots
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Categorical choices such as num_envs [128, 256] are drawn as categories, on purpose.
+    logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
     copy = optuna.create_study(directions=study.directions)
     copy.add_trials([t for t in study.trials if t.state.is_finished()])
     several = len(names) > 1

@@ -32,3 +32,47 @@ def test_real_repeats_bracket_their_median_and_zero_is_refused() -> None:
     assert row["steps_per_second_min"] <= row["steps_per_second"] <= row["steps_per_second_max"]
     with pytest.raises(ConfigError, match="--repeats must be > 0"):
         bench.run_bench(config, [16], ("env",), steps=5, repeats=0)
+
+
+@pytest.mark.parametrize(
+    ("iterations", "warmup", "window"), [(20, 3, (40, 20)), (5, 7, (15, 5)), (4, 4, (8, 4))]
+)
+def test_steady_window_times_only_the_final_iterations(
+    iterations: int, warmup: int, window: tuple[int, int]
+) -> None:
+    total, interval = bench.steady_window(iterations, warmup)
+    assert (total, interval) == window
+    assert total - interval >= warmup  # the last row's interval starts after the set-up
+
+
+def test_warmup_counts_the_capture_and_off_policy_random_iterations() -> None:
+    ppo = load_config(overrides=["env.num_envs=64"])
+    assert bench.warmup_iterations(ppo) == 1 + bench.GRAPH_WARMUP
+    td3 = load_config(
+        overrides=[
+            "algo.name=td3",
+            "env.action_type=continuous",
+            "env.num_envs=64",
+            "algo.learning_starts=1000",  # 16 random iterations of 64 env steps
+        ]
+    )
+    assert bench.warmup_iterations(td3) == 1 + bench.GRAPH_WARMUP + 16
+
+
+def test_train_rate_is_the_last_rows_rate_over_the_steady_iterations(tmp_path) -> None:
+    import pandas as pd
+
+    config = load_config(
+        overrides=[
+            "tracking.wandb=disabled",
+            "experiment.device=cpu",
+            "env.num_envs=16",
+            "algo.num_steps=4",
+            "experiment.eval_interval=5",  # no evaluation inside the timing
+        ]
+    )
+    rate = bench.train_steps_per_second(config, iterations=3, run_dir=tmp_path / "run")
+    rows = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert list(rows["iteration"]) == [3, 6]  # set-up (3 iterations), then the timed 3
+    assert rate == pytest.approx(rows["interval_env_steps_per_second"].iloc[-1])
+    assert "eval_return" not in rows
