@@ -7,6 +7,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from harness.phases import phase_text
+
 
 def run_line(row: Mapping[str, Any], total_iterations: int, total_env_steps: int) -> str:
     """A run's line per log interval."""
@@ -17,6 +19,7 @@ def run_line(row: Mapping[str, Any], total_iterations: int, total_env_steps: int
         + "".join(
             f" | {label} {row[key]:{spec}}" for key, label, spec in _PROGRESS_EXTRAS if key in row
         )
+        + phase_text(row)
         + " | "
         + elapsed_and_eta(
             row["wall_time_s"],

@@ -27,6 +27,7 @@ from harness.device import device_name, make_generators
 from harness.errors import ConfigError, DivergedError, RunDirError
 from harness.evaluate import EVAL_SEED_OFFSET, run_episodes
 from harness.graphs import Iterations
+from harness.phases import PhaseTimer
 from harness.progress import run_line
 from harness.registry import make_algo, make_env, speed_up_env
 from harness.tensorboard import summary_writer
@@ -139,6 +140,8 @@ class _Training:
         if config.tracking.tensorboard:
             summary_writer()  # a missing package fails before the run directory exists
         self.env_stepping = speed_up_env(self.env, exp.fused_env, exp.compile)
+        # Collection and update time per iteration; a replayed graph has no marks inside.
+        self.phases = PhaseTimer(device, enabled=not self.use_graph)
         # The env draws from its own counter: only the algorithm's generator is registered.
         self.iterate = Iterations(
             self._eager_iteration, self.env, [self.algo_gen], device, self.use_graph, self.algo
@@ -272,8 +275,12 @@ class _Training:
         return result
 
     def _eager_iteration(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self.phases.mark(0)
         obs = collect(self.env, self.algo, obs)
-        return obs, self.algo.update()
+        self.phases.mark(1)
+        stats = self.algo.update()
+        self.phases.mark(2)
+        return obs, stats
 
     @property
     def stop_metric(self) -> str:
@@ -319,12 +326,14 @@ class _Training:
         values = [episode[k] for k in episode] + [losses[k] / n for k in losses]
         numbers = torch.stack([v.float() for v in values]).tolist()  # the one sync per interval
         now = time.perf_counter()
+        phases = self.phases.read()  # after the sync: every mark has been reached
         row: dict[str, Any] = {
             "iteration": self.iteration,
             "env_steps": self.env_steps,
             "wall_time_s": self.wall_time_before + now - start,
         }
         row.update(zip(names, numbers, strict=True))
+        row.update(phases)
         row["env_steps_per_second"] = _rate(self.env_steps - burn_in[1], now - burn_in[0])
         row["interval_env_steps_per_second"] = _rate(
             self.env_steps - interval[1], now - interval[0]

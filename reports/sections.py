@@ -277,6 +277,16 @@ def learning(c: Collection, threshold: float | None, reps: int) -> Section | Non
         .sort_values("final_return_mean", ascending=False)
     )
     section.tables.append(("final_returns", "Final and best mean return per configuration", finals))
+    phases = _phase_table(c.curves)
+    if phases is not None:
+        section.tables.append(
+            (
+                "iteration_time",
+                "Where an iteration's time goes: collection (env steps and policy calls) and "
+                "update, mean ms per iteration (eager runs; a CUDA graph replays both at once)",
+                phases,
+            )
+        )
     top = finals.iloc[0]
     section.summary.append(
         f"Highest final return: {top['label']}, mean {_fmt(top['final_return_mean'])} over "
@@ -301,6 +311,22 @@ def learning(c: Collection, threshold: float | None, reps: int) -> Section | Non
             else f"No configuration reached a return of {threshold:g}."
         )
     return section
+
+
+def _phase_table(curves: pd.DataFrame) -> pd.DataFrame | None:
+    if "collection_s" not in curves or curves["collection_s"].isna().all():
+        return None
+    timed = curves.dropna(subset=["collection_s", "update_s"])
+    table = (
+        timed.groupby("label")
+        .agg(collection_ms=("collection_s", "mean"), update_ms=("update_s", "mean"))
+        .mul(1e3)
+        .reset_index()
+    )
+    table["collection_share"] = table["collection_ms"] / (
+        table["collection_ms"] + table["update_ms"]
+    )
+    return table
 
 
 def _top_groups(runs: pd.DataFrame, n: int) -> list[str]:

@@ -136,6 +136,17 @@ def test_files_of_the_report(report: Path) -> None:
     assert "<NA>" not in html + md and ">nan<" not in html  # missing values read "-"
 
 
+def test_iteration_time_traces_back_to_metrics(report: Path, inputs: Path) -> None:
+    phases = table(report, "iteration_time").set_index("label")
+    for name in ("fast", "slow"):
+        rows = pd.concat(
+            pd.read_csv(inputs / "runs" / f"{name}-{seed}" / "metrics.csv") for seed in (0, 1, 2)
+        )
+        assert phases.loc[name, "collection_ms"] == pytest.approx(rows["collection_s"].mean() * 1e3)
+        assert phases.loc[name, "update_ms"] == pytest.approx(rows["update_s"].mean() * 1e3)
+        assert 0 < phases.loc[name, "collection_share"] < 1
+
+
 def test_summary_states_what_the_tables_say(report: Path) -> None:
     summary = (report / "report.md").read_text().split("## Summary")[1].split("\n## ")[0]
     throughput = table(report, "throughput")

@@ -1,0 +1,58 @@
+"""Collection and update time per iteration: in metrics.csv, the progress line and reports."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from harness.config import load_config
+from harness.phases import PhaseTimer, phase_text
+from harness.progress import run_line
+from harness.runner import train
+
+
+def test_timer_gives_each_phase_its_mean_seconds_per_iteration() -> None:
+    timer = PhaseTimer(torch.device("cpu"))
+    for collect_s, update_s in ((0.03, 0.01), (0.01, 0.03)):
+        timer.mark(0)
+        time.sleep(collect_s)
+        timer.mark(1)
+        time.sleep(update_s)
+        timer.mark(2)
+    read = timer.read()
+    assert read["collection_s"] == pytest.approx(0.02, abs=0.005)
+    assert read["update_s"] == pytest.approx(0.02, abs=0.005)
+    assert timer.read() == {}  # each read covers the iterations since the last
+    off = PhaseTimer(torch.device("cpu"), enabled=False)
+    off.mark(0), off.mark(1), off.mark(2)
+    assert off.read() == {}
+
+
+def test_collection_and_update_add_up_to_the_iteration_time(tmp_path) -> None:
+    config = load_config(
+        overrides=[
+            "tracking.wandb=disabled",
+            "env.num_envs=64",
+            "experiment.total_env_steps=10240",  # 10 iterations of 1024 env steps
+            "experiment.log_interval=2",
+        ]
+    )
+    rows = pd.read_csv(train(config, run_dir=tmp_path / "run").run_dir / "metrics.csv")
+    assert (rows["collection_s"] > 0).all() and (rows["update_s"] > 0).all()
+    # After the first row (whose rate starts after a burn-in iteration), an iteration's
+    # wall time is its env steps over the interval's rate; the two phases are nearly all of it.
+    iteration_s = 1024 / rows["interval_env_steps_per_second"].iloc[1:]
+    phases_s = (rows["collection_s"] + rows["update_s"]).iloc[1:]
+    ratio = (phases_s / iteration_s).to_numpy()
+    assert ((ratio > 0.8) & (ratio < 1.02)).all(), ratio
+    line = run_line(rows.iloc[-1].to_dict() | {"iteration": 10, "env_steps": 10240}, 10, 10240)
+    assert phase_text(rows.iloc[-1].to_dict()) in line
+    assert f"collection {rows['collection_s'].iloc[-1] * 1e3:.3g} ms + update" in line
+
+
+def test_rows_without_the_split_print_none() -> None:
+    assert phase_text({"collection_s": float("nan"), "update_s": 0.1}) == ""
+    assert phase_text({}) == ""
