@@ -14,7 +14,13 @@ from harness.config import load_config
 from harness.runner import collect, train
 from tests.helpers.recipes import greedy_returns, solve
 
-TIMING = ["wall_time_s", "env_steps_per_second", "interval_env_steps_per_second"]
+TIMING = [
+    "wall_time_s",
+    "env_steps_per_second",
+    "interval_env_steps_per_second",
+    "collection_s",
+    "update_s",
+]
 
 
 def quick(tmp: Path, *overrides: str):
