@@ -86,6 +86,13 @@ class TrackingConfig:
     group: str | None = None  # W&B group (a study sets its name)
     tags: tuple[str, ...] = ()  # W&B tags
     tensorboard: bool = False  # also write TensorBoard event files to <run dir>/tensorboard
+    # [iterations] between videos of the greedy policy sent to W&B (4 envs, 200 frames, GIF
+    # kept in <run dir>/videos; a multiple of experiment.log_interval; 0: none)
+    video_interval: int = 0
+
+    def __post_init__(self) -> None:
+        if self.video_interval < 0:
+            raise FieldError("video_interval", f"must be >= 0, got {self.video_interval}")
 
 
 @dataclass(frozen=True)

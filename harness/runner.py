@@ -140,6 +140,12 @@ class _Training:
         if config.tracking.tensorboard:
             summary_writer()  # a missing package fails before the run directory exists
         self.env_stepping = speed_up_env(self.env, exp.fused_env, exp.compile)
+        video = config.tracking.video_interval
+        if video % exp.log_interval:
+            raise ConfigError(
+                f"tracking.video_interval must be 0 or a multiple of experiment.log_interval "
+                f"({exp.log_interval}), got {video}"
+            )
         # Collection and update time per iteration; a replayed graph has no marks inside.
         self.phases = PhaseTimer(device, enabled=not self.use_graph)
         # The env draws from its own counter: only the algorithm's generator is registered.
@@ -232,7 +238,7 @@ class _Training:
                     interval = (time.perf_counter(), self.env_steps)
                     losses = {}
                     self.store.append_metrics(row)
-                    tracker.log(row, step=self.env_steps)
+                    tracker.log(row, step=self.env_steps, videos=self._videos(tracker, last))
                     log.info(
                         run_line(
                             row,
@@ -273,6 +279,18 @@ class _Training:
             tracker.finish(summary)
         log.info("done: final return %.1f, results in %s", result.final_return, result.run_dir)
         return result
+
+    def _videos(self, tracker: WandbTracker, last: bool) -> dict[str, Path]:
+        """tracking.video_interval: a GIF of the greedy policy now, for W&B's row."""
+        every = self.config.tracking.video_interval
+        if not (every and tracker.active and (self.iteration % every == 0 or last)):
+            return {}
+        from harness.video import play
+
+        path = self.store.dir / "videos" / f"policy-{self.env_steps:012d}.gif"
+        seed = self.config.experiment.seed + EVAL_SEED_OFFSET
+        play(self.config, self.algo, self.device, path, envs=4, steps=200, seed=seed)
+        return {"policy_video": path}
 
     def _eager_iteration(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self.phases.mark(0)

@@ -321,14 +321,27 @@ class WandbTracker:
     def run_id(self) -> str | None:
         return None if self.run is None else self.run.id
 
-    def log(self, metrics: Mapping[str, float], step: int) -> None:
+    @property
+    def active(self) -> bool:
+        """Whether a W&B run receives what is logged."""
+        return self.run is not None
+
+    def log(
+        self, metrics: Mapping[str, float], step: int, videos: Mapping[str, Path] | None = None
+    ) -> None:
+        """A metrics row at ``step``, with ``videos`` (GIF or MP4 files) in the same W&B row."""
         if self.tensorboard is not None:
             self.tensorboard.log(metrics, step)
         if self.run is None or step <= self.last_step:
             return
+        row: dict[str, Any] = dict(metrics)
+        if videos:
+            import wandb
+
+            row.update({k: wandb.Video(str(p), format=p.suffix[1:]) for k, p in videos.items()})
         # Committed now: a row W&B holds back for a later step is flushed by finish(),
         # after the summary, and would overwrite the summary's values with its own.
-        self.run.log(dict(metrics), step=step, commit=True)
+        self.run.log(row, step=step, commit=True)
         self.last_step = step
         _atomic_write(self._step_file, str(step))
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from algos.base import Algorithm
+from harness.config import RunConfig
 from harness.device import make_generators, resolve_device
 from harness.errors import ConfigError
 from harness.evaluate import EVAL_SEED_OFFSET
@@ -40,19 +42,35 @@ def record_video(
 ) -> int:
     """Play the run's greedy policy in ``envs`` envs for ``steps`` steps, tiled, into
     ``out`` (.gif or .mp4); returns the number of frames written."""
-    if out.suffix not in (".gif", ".mp4"):
-        raise ConfigError(f"{out}: a video is .gif or .mp4")
     if envs < 1 or steps < 1:
         raise ConfigError(f"--video-envs and --video-steps must be >= 1, got {envs}, {steps}")
+    _check_suffix(out)
     store = RunStore.open(Path(run_dir))
     config = store.config(overrides)
     dev = resolve_device(device if device is not None else config.experiment.device)
-    env_gen, algo_gen = make_generators(
-        config.experiment.seed + EVAL_SEED_OFFSET if seed is None else seed, dev
-    )
-    env = make_env(dataclasses.replace(config.env, num_envs=envs), dev, env_gen)
-    algo = make_algo(config.algo, env, dev, algo_gen)
+    seed = config.experiment.seed + EVAL_SEED_OFFSET if seed is None else seed
+    env_gen, algo_gen = make_generators(seed, dev)
+    shapes = make_env(dataclasses.replace(config.env, num_envs=envs), dev, env_gen)
+    algo = make_algo(config.algo, shapes, dev, algo_gen)
     algo.load_state_dict(store.load_checkpoint(dev)["algo"])
+    return play(config, algo, dev, out, envs, steps, seed)
+
+
+def play(
+    config: RunConfig,
+    algo: Algorithm,
+    device: torch.device,
+    out: Path,
+    envs: int,
+    steps: int,
+    seed: int,
+) -> int:
+    """``algo``'s greedy policy in ``envs`` fresh envs of ``config.env`` (drawn from
+    ``seed``) for ``steps`` frames, tiled, into ``out``; returns the number of frames.
+    Touches neither the global random state nor a training env."""
+    _check_suffix(out)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    env = make_env(dataclasses.replace(config.env, num_envs=envs), device, generator)
     render = renderer(config.env.name)
     obs = env.reset()
     frames = [tile(render(env))]
@@ -65,6 +83,11 @@ def record_video(
     out.parent.mkdir(parents=True, exist_ok=True)
     write_video(frames, out)
     return len(frames)
+
+
+def _check_suffix(out: Path) -> None:
+    if out.suffix not in (".gif", ".mp4"):
+        raise ConfigError(f"{out}: a video is .gif or .mp4")
 
 
 def renderer(task: str) -> Renderer:

@@ -77,3 +77,48 @@ def test_bad_video_settings_are_one_line_errors(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_training_sends_policy_videos_to_wandb(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tests.helpers.wandb_records import logged_history, run_file
+
+    config = load_config(
+        overrides=[
+            "tracking.wandb=offline",
+            "tracking.video_interval=4",
+            "env.num_envs=16",
+            "experiment.log_interval=2",
+            "experiment.total_env_steps=2560",  # 10 iterations: videos at 4, 8 and the last
+        ]
+    )
+    result = train(config, run_dir=tmp_path / "run")
+    gifs = sorted((result.run_dir / "videos").glob("*.gif"))
+    assert [p.name for p in gifs] == [
+        f"policy-{steps:012d}.gif" for steps in (4 * 256, 8 * 256, 10 * 256)
+    ]
+    with Image.open(gifs[-1]) as gif:
+        assert gif.n_frames == 200 and gif.size == (2 * SIZE[1], 2 * SIZE[0])
+    history = logged_history(run_file(result.run_dir))
+    videos = [row for row in history if "policy_video/_type" in row]  # W&B nests the media
+    assert len(history) == 5 and len(videos) == 3
+    assert all(v["policy_video/_type"] == "video-file" for v in videos)
+    assert all(v["policy_video/path"].endswith(".gif") for v in videos)
+    media = list(result.run_dir.glob("wandb/offline-run-*/files/media/videos/*.gif"))
+    assert len(media) == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("tracking.video_interval=3", "tracking.video_interval must be 0 or a multiple of"),
+        ("tracking.video_interval=-1", "tracking.video_interval must be >= 0"),
+    ],
+)
+def test_bad_video_interval_is_refused(tmp_path: Path, override: str, message: str) -> None:
+    from harness.errors import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match=message):
+        train(load_config(overrides=["tracking.wandb=disabled", override]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
