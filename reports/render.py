@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.errors import VecbenchError
+from harness.video import record_video
 from reports.collect import collect
 from reports.figures import close
 from reports.sections import Section, build_sections
+
+ANIMATION_FRAMES = 100  # per configuration's clip (4 s at 25 frames/s, one env)
 
 # Marks the page once every figure has loaded (tests read it from the DOM).
 _LOAD_CHECK = """<script>
@@ -46,7 +50,7 @@ def write_report(
     """Collect, build and write the report into ``out``; returns the HTML file's path."""
     collection = collect(inputs, storage, studies)
     sections = build_sections(collection, threshold, reps)
-    for folder, patterns in (("figures", ("*.png", "*.svg")), ("tables", ("*.csv",))):
+    for folder, patterns in (("figures", ("*.png", "*.svg", "*.gif")), ("tables", ("*.csv",))):
         (out / folder).mkdir(parents=True, exist_ok=True)
         for pattern in patterns:  # an earlier report's files would read as this one's
             for stale in (out / folder).glob(pattern):
@@ -96,6 +100,21 @@ def _render_section(section: Section, out: Path) -> tuple[str, str]:
             "</figcaption></figure>"
         )
         m.append(f"![{caption}](figures/{slug}.png)\n")
+    for name, caption, run_dir in section.animations:
+        path = out / "figures" / f"{_slug(name)}.gif"
+        try:
+            record_video(run_dir, path, envs=1, steps=ANIMATION_FRAMES, device="cpu")
+        except (VecbenchError, OSError, RuntimeError) as err:  # e.g. no OpenGL for MuJoCo
+            h.append(f"<p>{html.escape(caption)}: no animation ({html.escape(str(err))})</p>")
+            m.append(f"{caption}: no animation ({err})\n")
+            continue
+        data = base64.b64encode(path.read_bytes()).decode()
+        h.append(
+            f"<figure><img class='figure' alt='{html.escape(caption)}' "
+            f"src='data:image/gif;base64,{data}'><figcaption>{html.escape(caption)}"
+            "</figcaption></figure>"
+        )
+        m.append(f"![{caption}](figures/{path.name})\n")
     for name, caption, table in section.tables:
         slug = _slug(name)
         table.to_csv(out / "tables" / f"{slug}.csv", index=False)

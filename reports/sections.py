@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,8 @@ class Section:
     tables: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # name, caption
     figures: list[tuple[str, str, Any]] = field(default_factory=list)  # name, caption, Figure
     summary: list[str] = field(default_factory=list)  # its answer, for the report's top
+    # name, caption, run directory: a clip of that run's greedy policy, recorded when written
+    animations: list[tuple[str, str, Path]] = field(default_factory=list)
 
 
 def _fmt(value: float) -> str:
@@ -277,6 +280,19 @@ def learning(c: Collection, threshold: float | None, reps: int) -> Section | Non
         .sort_values("final_return_mean", ascending=False)
     )
     section.tables.append(("final_returns", "Final and best mean return per configuration", finals))
+    for i, label in enumerate(groups):  # the configurations of the curves, best first
+        runs = c.runs[c.runs["label"] == label].dropna(subset=["final_return"])
+        if runs.empty:
+            continue
+        best = runs.loc[runs["final_return"].idxmax()]
+        section.animations.append(
+            (
+                f"policy_{i}",
+                f"{label}: the greedy policy of its best seed (seed {int(best['seed'])}, "
+                f"final return {best['final_return']:.4g})",
+                Path(best["run_id"]),
+            )
+        )
     phases = _phase_table(c.curves)
     if phases is not None:
         section.tables.append(

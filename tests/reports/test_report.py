@@ -117,8 +117,14 @@ def test_files_of_the_report(report: Path) -> None:
     md = (report / "report.md").read_text()
     pngs = sorted(p.stem for p in (report / "figures").glob("*.png"))
     svgs = sorted(p.stem for p in (report / "figures").glob("*.svg"))
+    gifs = sorted(p.stem for p in (report / "figures").glob("*.gif"))
     assert pngs == svgs and len(pngs) >= 8
-    assert html.count("<img class='figure'") == len(pngs)
+    configurations = len(table(report, "final_returns"))  # fast, slow and the study's two
+    assert gifs == [f"policy_{i}" for i in range(configurations)] and configurations == 4
+    assert html.count("<img class='figure'") == len(pngs) + len(gifs)
+    assert html.count("src='data:image/gif;base64,") == configurations
+    for stem in gifs:
+        assert f"figures/{stem}.gif" in md
     assert "data:image/svg+xml;base64," in html and "src='figures/" not in html  # self-contained
     for stem in pngs:
         assert f"figures/{stem}.png" in md
@@ -134,6 +140,28 @@ def test_files_of_the_report(report: Path) -> None:
         assert f"<h2>{section}</h2>" in html and f"## {section}" in md
     assert re.findall(r"<h2>(.*?)</h2>", html)[: len(order)] == order
     assert "<NA>" not in html + md and ">nan<" not in html  # missing values read "-"
+
+
+def test_each_clip_plays_the_best_seed_of_its_configuration(report: Path, inputs: Path) -> None:
+    from PIL import Image
+
+    from reports.render import ANIMATION_FRAMES
+
+    finals = table(report, "final_returns")
+    md = (report / "report.md").read_text()
+    for i, label in enumerate(finals["label"]):  # best configuration first
+        caption = re.search(rf"!\[({re.escape(label)}: [^\]]*)\]\(figures/policy_{i}.gif\)", md)
+        with Image.open(report / "figures" / f"policy_{i}.gif") as gif:
+            assert gif.n_frames == ANIMATION_FRAMES
+        if label not in ("fast", "slow"):
+            assert caption and "(seed 0, final return" in caption.group(1)  # one seed each
+            continue
+        finals_by_seed = stored_finals(inputs, label)  # seeds 0, 1, 2
+        best = int(np.argmax(finals_by_seed))
+        assert caption and caption.group(1) == (
+            f"{label}: the greedy policy of its best seed (seed {best}, "
+            f"final return {finals_by_seed[best]:.4g})"
+        )
 
 
 def test_iteration_time_traces_back_to_metrics(report: Path, inputs: Path) -> None:
@@ -326,7 +354,9 @@ CHROMIUM = [
 def test_html_renders_in_chromium(report: Path, tmp_path: Path) -> None:
     assert shutil.which("chromium"), "Debian's chromium is needed (make test installs it)"
     page = (report / "report.html").resolve().as_uri()
-    figures = len(list((report / "figures").glob("*.png")))
+    figures = len(list((report / "figures").glob("*.png"))) + len(
+        list((report / "figures").glob("*.gif"))
+    )
     dom = subprocess.run(
         [
             *CHROMIUM,
