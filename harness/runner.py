@@ -31,7 +31,7 @@ from harness.phases import PhaseTimer
 from harness.progress import run_line
 from harness.registry import make_algo, make_env, speed_up_env
 from harness.tensorboard import summary_writer
-from harness.tracking import RunStore, WandbTracker, environment_meta
+from harness.tracking import NullStore, RunStore, WandbTracker, environment_meta
 
 log = logging.getLogger("vecbench.run")  # a study worker sends it to the trial's log
 
@@ -189,7 +189,7 @@ class _Training:
 
     def run(self, store: RunStore | None, on_log: LogCallback | None) -> RunResult:
         """Train; ``store`` is None on data-parallel ranks other than 0 (they write nothing)."""
-        self.store = store if store is not None else _NullStore()
+        self.store = store if store is not None else NullStore()
         exp = self.config.experiment
         meta = self.store.meta()
         tracker = WandbTracker(
@@ -390,27 +390,6 @@ class _Training:
             env_steps_per_second=self.throughput,
             gpu_memory_peak_mb=_peak_memory_mb(self.device),
         )
-
-
-class _NullStore:
-    """Where ranks other than 0 "write": nowhere."""
-
-    dir = Path(".")
-
-    def meta(self) -> dict[str, Any]:
-        return {}
-
-    def write_meta(self, meta: dict[str, Any]) -> None:
-        pass
-
-    def append_metrics(self, row: Mapping[str, float | int]) -> None:
-        pass
-
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        pass
-
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
-        pass
 
 
 def _use_graph(

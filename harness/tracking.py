@@ -95,6 +95,27 @@ def _driver_version() -> str | None:
     )
 
 
+class NullStore:
+    """Where data-parallel ranks other than 0 "write": nowhere (rank 0 keeps the run)."""
+
+    dir = Path(".")
+
+    def meta(self) -> dict[str, Any]:
+        return {}
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        pass
+
+    def append_metrics(self, row: Mapping[str, float | int]) -> None:
+        pass
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        pass
+
+
 class RunStore:
     """The files of one run directory."""
 
