@@ -1,11 +1,12 @@
 """A study's wall time by how its trials run: a process per trial, warm workers, batched.
 
     python -m reports.study_benchmark OUTPUT_DIR [--num-envs N] [--steps S] [--trials T]
-        [--setups process:1:1 worker:1:1 worker:8:1 ...]
+        [--setups process:1:1 worker:1:1 worker:8:1 worker:32:2:2 ...]
 
-Each setup ``isolation:batch_trials:workers`` runs the same study of T PPO cartpole trials
+Each setup ``isolation:batch_trials:workers[:gpus]`` runs the same study of T PPO cartpole trials
 (random lr and entropy coefficient, W&B off) through ``vecbench study run`` in a fresh
-process, timed from launch to exit. Writes OUTPUT_DIR/study_benchmark.{json,csv} with the
+process, timed from launch to exit; with a fourth field G, its workers are pinned to GPUs
+0..G-1 in turn (``--gpus``). Writes OUTPUT_DIR/study_benchmark.{json,csv} with the
 GPU or CPU name, torch version and commit, and prints a table.
 """
 
@@ -48,10 +49,13 @@ def study_file(out: Path, name: str, isolation: str, batch: int, args: Any) -> P
 
 
 def measure(out: Path, setup: str, args: Any) -> dict[str, Any]:
-    isolation, batch, workers = setup.split(":")
-    name = f"study-{isolation}-b{batch}-w{workers}"
+    isolation, batch, workers, *gpus = setup.split(":")
+    count = int(gpus[0]) if gpus else 0
+    name = f"study-{isolation}-b{batch}-w{workers}" + (f"-g{count}" if count else "")
     path = study_file(out, name, isolation, int(batch), args)
     cmd = [sys.executable, "-m", "harness.cli", "study", "run", str(path), "--workers", workers]
+    if count:
+        cmd += ["--gpus", *map(str, range(count))]
     start = time.perf_counter()
     with open(out / f"{name}.log", "w") as log:
         subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -65,6 +69,7 @@ def measure(out: Path, setup: str, args: Any) -> dict[str, Any]:
         "isolation": isolation,
         "batch_trials": int(batch),
         "workers": int(workers),
+        "gpus": count or int(args.cuda),  # unpinned: the first GPU, if any
         "trials": len(summaries),
         "wall_s": round(wall, 2),
         "study_env_steps_per_s": steps / wall,
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.tracking import environment_meta
 
     device = resolve_device("auto")
+    args.cuda = device.type == "cuda"
     meta = environment_meta(device, device_name(device))
     rows = []
     for setup in args.setups:
