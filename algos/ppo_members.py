@@ -79,6 +79,38 @@ class _BatchedLinear(torch.autograd.Function):
         return torch.bmm(grad, w), gw.transpose(1, 2), grad.sum(1)
 
 
+@torch.no_grad()
+def merge_moments(
+    mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor, obs: torch.Tensor
+) -> None:
+    """Merge each member's [N, O] batch of ``obs`` [K, N, O] into its running statistics
+    mean, var [K, O] and count [K], in place (Chan et al., as envs.wrappers.RunningMeanStd)."""
+    batch_mean, batch_var = obs.mean(1), obs.var(1, unbiased=False)
+    batch_count = float(obs.shape[1])
+    delta = batch_mean - mean
+    total = count + batch_count  # [K]
+    new_mean = mean + delta * (batch_count / total).unsqueeze(1)
+    m2 = (
+        var * count.unsqueeze(1)
+        + batch_var * batch_count
+        + delta**2 * (count * batch_count / total).unsqueeze(1)
+    )
+    mean.copy_(new_mean)
+    var.copy_(m2 / total.unsqueeze(1))
+    count.copy_(total)
+
+
+@torch.no_grad()
+def clip_member_gradients(params: list[torch.Tensor], max_norm: torch.Tensor) -> None:
+    """Each member's gradient norm over stacked ``params`` [K, ...] clipped to its
+    ``max_norm`` [K] (as nn.utils.clip_grad_norm_ does for a run alone)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads])  # [P, K]
+    total = norms.norm(dim=0)  # [K]
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    torch._foreach_mul_(grads, [coef.view(-1, *([1] * (g.dim() - 1))) for g in grads])
+
+
 class PPOMembers:
     """The `Algorithm` contract over K members: act/observe take the whole batched env's
     tensors ([K * N, ...]); update returns [K] statistics."""
@@ -165,23 +197,9 @@ class PPOMembers:
         clip = self.template.obs_norm.clip
         return ((obs - mean) / torch.sqrt(var + 1e-8)).clamp(-clip, clip)
 
-    @torch.no_grad()
     def _update_norm(self, obs: torch.Tensor) -> None:
-        """Merge each member's [N, O] batch into its running statistics (Chan et al.)."""
         mean, var, count = (self.buffers[f"obs_norm.{n}"] for n in ("mean", "var", "count"))
-        batch_mean, batch_var = obs.mean(1), obs.var(1, unbiased=False)
-        batch_count = float(obs.shape[1])
-        delta = batch_mean - mean
-        total = count + batch_count  # [K]
-        new_mean = mean + delta * (batch_count / total).unsqueeze(1)
-        m2 = (
-            var * count.unsqueeze(1)
-            + batch_var * batch_count
-            + delta**2 * (count * batch_count / total).unsqueeze(1)
-        )
-        mean.copy_(new_mean)
-        var.copy_(m2 / total.unsqueeze(1))
-        count.copy_(total)
+        merge_moments(mean, var, count, obs)
 
     def _value(self, nobs: torch.Tensor) -> torch.Tensor:
         return self._mlp("critic", nobs).squeeze(-1)
@@ -343,14 +361,8 @@ class PPOMembers:
                 ]
             )
 
-    @torch.no_grad()
     def _clip_gradients(self) -> None:
-        """Each member's gradient norm clipped to its max_grad_norm (as clip_grad_norm_)."""
-        grads = [p.grad for p in self.params.values() if p.grad is not None]
-        norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads])  # [P, K]
-        total = norms.norm(dim=0)  # [K]
-        coef = (self.hyper["max_grad_norm"] / (total + 1e-6)).clamp(max=1.0)
-        torch._foreach_mul_(grads, [coef.view(-1, *([1] * (g.dim() - 1))) for g in grads])
+        clip_member_gradients(list(self.params.values()), self.hyper["max_grad_norm"])
 
     def stop(self, member: int) -> None:
         """Member ``member`` learns no more (its lr stays 0); the others go on unchanged."""

@@ -11,6 +11,18 @@ from __future__ import annotations
 import torch
 
 
+def n_step_sums(
+    ended: torch.Tensor, rewards: torch.Tensor, powers: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Discounted sums of up to n rewards cut after an episode's end, and the index of the
+    last step summed: ended, rewards [..., n, B] and powers [..., n, 1] -> two [..., B]."""
+    # alive[k]: no episode end among steps 0..k-1 (step k still counts).
+    first = torch.ones_like(ended[..., :1, :])
+    alive = torch.cumprod(torch.cat([first, 1 - ended[..., :-1, :]], -2), -2)
+    returns = (powers * alive * rewards).sum(-2)
+    return returns, alive.sum(-2).long() - 1
+
+
 class ReplayBuffer:
     def __init__(
         self,
@@ -118,12 +130,8 @@ class ReplayBuffer:
         idx = (oldest + pick) % self.capacity  # [B]
         ahead = torch.arange(n_step, device=self.device)[:, None] * n_envs  # [n, 1]
         rows = (idx[None, :] + ahead) % self.capacity  # [n, B]
-        ended = self.ended[rows]  # [n, B]
-        # alive[k]: no episode end among steps 0..k-1 (step k still counts).
-        alive = torch.cumprod(torch.cat([torch.ones_like(ended[:1]), 1 - ended[:-1]]), 0)
         powers = gamma ** torch.arange(n_step, device=self.device, dtype=torch.float32)
-        returns = (powers[:, None] * alive * self.rewards[rows]).sum(0)  # [B]
-        last = alive.sum(0).long() - 1  # [B] the last step summed
+        returns, last = n_step_sums(self.ended[rows], self.rewards[rows], powers[:, None])
         last_rows = rows.gather(0, last[None, :])[0]  # [B]
         return {
             "obs": self.obs[idx],
@@ -159,3 +167,114 @@ class ReplayBuffer:
         self.size = size
         self._position.fill_(self.position)
         self._size.fill_(size)
+
+
+class StackedReplay(ReplayBuffer):
+    """One ring buffer per member of a batch, stacked [K, capacity, ...]; every member
+    inserts its N envs' transitions at the same rows and samples with its own generator the
+    indices its run alone would draw (algos.offpolicy_members)."""
+
+    def __init__(
+        self, members: int, capacity: int, obs_size: int, action_size: int, device: torch.device
+    ) -> None:
+        super().__init__(1, obs_size, action_size, device)
+        self.capacity = c = capacity
+        self.obs = torch.zeros(members, c, obs_size, device=device)  # [K, C, O]
+        self.actions = torch.zeros(members, c, action_size, device=device)  # [K, C, A]
+        self.next_obs = torch.zeros(members, c, obs_size, device=device)
+        for name in ("rewards", "terminated", "ended"):
+            setattr(self, name, torch.zeros(members, c, device=device))  # [K, C]
+
+    @property
+    def members(self) -> int:
+        return self.obs.shape[0]
+
+    def add(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+        ended: torch.Tensor | None = None,
+    ) -> None:
+        """[K, N, ...] per member, as `ReplayBuffer.add` takes [N, ...]."""
+        n = obs.shape[1]
+        if self._offsets.numel() != n:
+            self._offsets = torch.arange(n, device=self.device)
+        rows = (self._position + self._offsets) % self.capacity  # [N]
+        self.obs[:, rows] = obs
+        self.actions[:, rows] = actions
+        self.rewards[:, rows] = rewards
+        self.next_obs[:, rows] = next_obs
+        self.terminated[:, rows] = terminated.to(self.terminated.dtype)
+        self.ended[:, rows] = (terminated if ended is None else ended).to(self.ended.dtype)
+        self._position.add_(n).remainder_(self.capacity)
+        self._size.add_(n).clamp_(max=self.capacity)
+        self.advance(n)
+
+    def sample_members(
+        self,
+        batch_size: int,
+        generators: list[torch.Generator],
+        n_step: int,
+        gamma: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Member k's batch [K, B, ...] drawn with ``generators[k]`` and discounted by
+        ``gamma[k]``, as `ReplayBuffer.sample` draws a run's."""
+        if self.size == 0:
+            raise RuntimeError("sampling from an empty replay buffer")
+        n_envs = max(self._offsets.numel(), 1)
+        starts = self.size - (n_step - 1) * n_envs
+        if starts <= 0:
+            raise RuntimeError(f"the replay buffer holds fewer than {n_step} steps per env")
+        member = torch.arange(self.members, device=self.device)[:, None]  # [K, 1]
+        gamma = gamma[:, None]  # [K, 1]
+        if n_step == 1:
+            idx = torch.stack(
+                [self._draw(self.size, self._size, batch_size, g) for g in generators]
+            )
+            return {
+                "obs": self.obs[member, idx],
+                "actions": self.actions[member, idx],
+                "rewards": self.rewards[member, idx],
+                "next_obs": self.next_obs[member, idx],
+                "terminated": self.terminated[member, idx],
+                "discount": gamma.expand(-1, batch_size),
+            }
+        high = self._size - (n_step - 1) * n_envs
+        pick = torch.stack([self._draw(starts, high, batch_size, g) for g in generators])
+        if self.device_fill:
+            full = self._size == self.capacity
+            oldest = torch.where(full, self._position, torch.zeros_like(self._position))
+        else:
+            oldest = self.position if self.size == self.capacity else 0
+        idx = (oldest + pick) % self.capacity  # [K, B]
+        ahead = torch.arange(n_step, device=self.device)[:, None] * n_envs  # [n, 1]
+        rows = (idx[:, None, :] + ahead) % self.capacity  # [K, n, B]
+        at = (member[:, :, None], rows)
+        steps = torch.arange(n_step, device=self.device, dtype=torch.float32)
+        returns, last = n_step_sums(self.ended[at], self.rewards[at], (gamma**steps)[..., None])
+        last_rows = rows.gather(1, last[:, None, :])[:, 0]  # [K, B]
+        return {
+            "obs": self.obs[member, idx],
+            "actions": self.actions[member, idx],
+            "rewards": returns,
+            "next_obs": self.next_obs[member, last_rows],
+            "terminated": self.terminated[member, last_rows],
+            "discount": gamma ** (last + 1).float(),
+        }
+
+    def member_state_dict(self, member: int) -> dict[str, object]:
+        """Member ``member``'s rows in `ReplayBuffer.state_dict`'s layout."""
+        state: dict[str, object] = {
+            name: getattr(self, name)[member, : self.size].clone() for name in self.FIELDS
+        }
+        state["position"] = self.position
+        state["size"] = self.size
+        return state
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep the members ``index`` only."""
+        for name in self.FIELDS:
+            setattr(self, name, getattr(self, name)[index].clone())

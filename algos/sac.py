@@ -61,6 +61,15 @@ class SquashedGaussianActor(nn.Module):
         return torch.tanh(mean)
 
 
+def networks(config: SACConfig, obs_size: int, action_size: int) -> dict[str, nn.Module]:
+    """SAC's networks, initialised from the global RNG in a run's order."""
+    actor = SquashedGaussianActor(obs_size, action_size, config)
+    critic = TwinCritic(obs_size, action_size, config.hidden, config.activation)
+    critic_target = TwinCritic(obs_size, action_size, config.hidden, config.activation)
+    critic_target.load_state_dict(critic.state_dict())
+    return {"actor": actor, "critic": critic, "critic_target": critic_target}
+
+
 class SAC(OffPolicy):
     def __init__(
         self,
@@ -74,10 +83,10 @@ class SAC(OffPolicy):
         super().__init__(config, obs_size, action_space, num_envs, device, generator)
         self.config: SACConfig = config
         a = self.action_size
-        self.actor = SquashedGaussianActor(obs_size, a, config).to(device)
-        self.critic = TwinCritic(obs_size, a, config.hidden, config.activation).to(device)
-        self.critic_target = TwinCritic(obs_size, a, config.hidden, config.activation).to(device)
-        self.critic_target.load_state_dict(self.critic.state_dict())
+        nets = networks(config, obs_size, a)
+        self.actor = nets["actor"].to(device)
+        self.critic = nets["critic"].to(device)
+        self.critic_target = nets["critic_target"].to(device)
         self.log_alpha = torch.tensor(
             math.log(config.init_alpha), device=device, requires_grad=True
         )

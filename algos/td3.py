@@ -52,6 +52,32 @@ class TD3Config(OffPolicyConfig):
         return None
 
 
+def networks(config: TD3Config, obs_size: int, action_size: int) -> dict[str, torch.nn.Module]:
+    """TD3's networks, initialised from the global RNG in a run's order."""
+    actor = torch.nn.Sequential(
+        mlp(obs_size, config.hidden, action_size, config.activation, out_gain=0.01),
+        torch.nn.Tanh(),
+    )
+    critic = TwinCritic(obs_size, action_size, config.hidden, config.activation)
+    return {
+        "actor": actor,
+        "actor_target": copy.deepcopy(actor),
+        "critic": critic,
+        "critic_target": copy.deepcopy(critic),
+    }
+
+
+def exploration_std(
+    config: TD3Config, num_envs: int, device: torch.device, generator: torch.Generator
+) -> torch.Tensor:
+    """Each env's exploration std [N, 1] (drawn once with exploration_noise_min)."""
+    high, low = config.exploration_noise, config.exploration_noise_min
+    if low is None:
+        return torch.full((num_envs, 1), high, device=device)
+    u = torch.rand(num_envs, 1, device=device, generator=generator)
+    return low + (high - low) * u
+
+
 class TD3(OffPolicy):
     def __init__(
         self,
@@ -64,20 +90,15 @@ class TD3(OffPolicy):
     ) -> None:
         super().__init__(config, obs_size, action_space, num_envs, device, generator)
         self.config: TD3Config = config
-        a = self.action_size
-        self.actor = torch.nn.Sequential(
-            mlp(obs_size, config.hidden, a, config.activation, out_gain=0.01), torch.nn.Tanh()
-        ).to(device)
-        self.actor_target = copy.deepcopy(self.actor)
-        self.critic = TwinCritic(obs_size, a, config.hidden, config.activation).to(device)
-        self.critic_target = copy.deepcopy(self.critic)
+        nets = {
+            name: net.to(device)
+            for name, net in networks(config, obs_size, self.action_size).items()
+        }
+        self.actor, self.actor_target = nets["actor"], nets["actor_target"]
+        self.critic, self.critic_target = nets["critic"], nets["critic_target"]
         self.actor_opt = self._adam(self.actor.parameters(), config.actor_lr)
         self.critic_opt = self._adam(self.critic.parameters(), config.critic_lr)
-        high, low = config.exploration_noise, config.exploration_noise_min
-        self.exploration_std = torch.full((num_envs, 1), high, device=device)  # [N, 1]
-        if low is not None:
-            u = torch.rand(num_envs, 1, device=device, generator=generator)
-            self.exploration_std = low + (high - low) * u
+        self.exploration_std = exploration_std(config, num_envs, device, generator)  # [N, 1]
         self.actor_updates = 0
         # The last actor loss, kept in place: an update without an actor step reports it,
         # and a CUDA graph must read the latest value, not the tensor of its capture.

@@ -2,8 +2,9 @@
 
 Each member is a full run (its config, run directory, metrics.csv, checkpoint, summary and
 W&B run) whose envs are one block of a batched env and whose networks are one slice of
-stacked weights (`algos.ppo_members`). A member that stops (pruned, diverged, or at its
-stop_at_return) learns no more and writes no more rows; the others go on unchanged.
+stacked weights (`algos.ppo_members`, `algos.offpolicy_members`). A member that stops
+(pruned, diverged, or at its stop_at_return) learns no more and writes no more rows; the
+others go on unchanged.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 import torch
 
+from algos.offpolicy_members import SHAPE_KEYS as OFFPOLICY_SHAPE_KEYS
+from algos.offpolicy_members import OffPolicyMembers
 from algos.ppo import ActorCritic
 from algos.ppo_members import SHAPE_KEYS, PPOMembers
 from envs.members import make_member_env, select_blocks, shape_key
@@ -65,8 +68,8 @@ class Member:
 
 def unsupported(config: RunConfig) -> str | None:
     """Why ``config`` cannot train as a member of a batch (None: it can)."""
-    if config.algo.name != "ppo":
-        return f"algo.name is {config.algo.name}; batched trials train ppo only"
+    if config.algo.name not in ("ppo", *OFFPOLICY_SHAPE_KEYS):
+        return f"algo.name is {config.algo.name}; batched trials train ppo, sac and td3"
     if config.experiment.eval_interval:
         return "experiment.eval_interval: batched trials do not evaluate during training"
     if config.experiment.fused_env:
@@ -80,10 +83,14 @@ def group_key(config: RunConfig) -> str:
     """Runs with the same key can train in one batch (shapes and loops agree)."""
     key = {
         "env": shape_key(config.env),
-        "algo": {k: getattr(config.algo, k) for k in ("name", *SHAPE_KEYS)},
+        "algo": {k: getattr(config.algo, k) for k in ("name", *_shape_keys(config))},
         "experiment": {k: getattr(config.experiment, k) for k in _EXPERIMENT_KEYS},
     }
     return json.dumps(key, sort_keys=True, default=str)
+
+
+def _shape_keys(config: RunConfig) -> tuple[str, ...]:
+    return OFFPOLICY_SHAPE_KEYS.get(config.algo.name, SHAPE_KEYS)
 
 
 def train_members(members: list[Member], on_log: MemberLog | None = None) -> list[RunResult]:
@@ -114,23 +121,29 @@ class _Batch:
             algo_gens.append(algo_gen)
         env = make_member_env([m.config.env for m in members], device, env_gens)
         self.env_gens = env_gens
-        for m in members:
-            torch.manual_seed(m.config.experiment.seed)
-            models.append(ActorCritic(m.config.algo, env.observation_size, env.action_space))
         self.env = env
         self.algo_gens = algo_gens
-        self.algo = PPOMembers(
-            [m.config.algo for m in members],
-            [model.to(device) for model in models],
-            env.action_space,
-            n,
-            device,
-            algo_gens,
-        )
+        configs = [m.config.algo for m in members]
+        self.algo: PPOMembers | OffPolicyMembers
+        if first.algo.name == "ppo":
+            for m in members:
+                torch.manual_seed(m.config.experiment.seed)
+                models.append(ActorCritic(m.config.algo, env.observation_size, env.action_space))
+            models = [model.to(device) for model in models]
+            self.algo = PPOMembers(configs, models, env.action_space, n, device, algo_gens)
+        else:
+            seeds = [m.config.experiment.seed for m in members]
+            self.algo = OffPolicyMembers(
+                configs, seeds, env.observation_size, env.action_space, n, device, algo_gens
+            )
         if first.experiment.compile:
             env.compile()
-        self.use_graph = device.type == "cuda" and first.experiment.cuda_graph is not False
-        self.iterate = Iterations(self._eager, env, algo_gens, device, self.use_graph)
+        self.use_graph = (
+            device.type == "cuda"
+            and first.experiment.cuda_graph is not False
+            and not first.algo.not_capturable
+        )
+        self.iterate = self._iterations()
         self.steps_per_iteration = self.algo.steps_per_update * n  # per member
         self.total_iterations = math.ceil(
             first.experiment.total_env_steps / self.steps_per_iteration
@@ -307,11 +320,16 @@ class _Batch:
         obs = select_blocks(self.env, keep, obs)
         self.algo.select(keep)
         self.slots = [self.slots[slot] for slot in keep]
-        self.iterate = Iterations(
-            self._eager, self.env, self.algo.generators, self.device, self.use_graph
-        )
+        self.iterate = self._iterations()
         log.info("%d member(s) left the batch; %d go on", stopped, len(keep))
         return obs
+
+    def _iterations(self) -> Iterations:
+        # Off-policy members act at random first: those iterations stay eager.
+        hooks = self.algo if isinstance(self.algo, OffPolicyMembers) else None
+        return Iterations(
+            self._eager, self.env, self.algo.generators, self.device, self.use_graph, hooks
+        )
 
     def _checkpoint(self, i: int, slot: int, start: float) -> dict[str, Any]:
         return {

@@ -1,10 +1,11 @@
 """A study's wall time by how its trials run: a process per trial, warm workers, batched.
 
     python -m reports.study_benchmark OUTPUT_DIR [--num-envs N] [--steps S] [--trials T]
-        [--setups process:1:1 worker:1:1 worker:8:1 worker:32:2:2 ...]
+        [--algo ppo|sac|td3] [--setups process:1:1 worker:1:1 worker:8:1 worker:32:2:2 ...]
 
-Each setup ``isolation:batch_trials:workers[:gpus]`` runs the same study of T PPO cartpole trials
-(random lr and entropy coefficient, W&B off) through ``vecbench study run`` in a fresh
+Each setup ``isolation:batch_trials:workers[:gpus]`` runs the same study of T cartpole
+trials (PPO: random lr and entropy coefficient; SAC/TD3 on continuous actions: random actor
+and critic learning rates; W&B off) through ``vecbench study run`` in a fresh
 process, timed from launch to exit; with a fourth field G, its workers are pinned to GPUs
 0..G-1 in turn (``--gpus``). Writes OUTPUT_DIR/study_benchmark.{json,csv} with the
 GPU or CPU name, torch version and commit, and prints a table.
@@ -24,6 +25,17 @@ import yaml
 
 from reports.bench_files import write_result
 
+SPACES = {
+    "ppo": {
+        "algo.lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-3, "log": True},
+        "algo.entropy_coef": {"type": "float", "low": 0.0, "high": 0.01},
+    },
+    "offpolicy": {
+        "algo.actor_lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-3, "log": True},
+        "algo.critic_lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-3, "log": True},
+    },
+}
+
 
 def study_file(out: Path, name: str, isolation: str, batch: int, args: Any) -> Path:
     data = {
@@ -35,14 +47,14 @@ def study_file(out: Path, name: str, isolation: str, batch: int, args: Any) -> P
             "tracking": {"wandb": "disabled"},
             "experiment": {"total_env_steps": args.steps, "log_interval": 20},
             "env": {"num_envs": args.num_envs},
+            "algo": {"name": args.algo},
         },
-        "space": {
-            "algo.lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-3, "log": True},
-            "algo.entropy_coef": {"type": "float", "low": 0.0, "high": 0.01},
-        },
+        "space": SPACES["ppo" if args.algo == "ppo" else "offpolicy"],
         "n_trials": args.trials,
         "sampler": {"name": "random", "seed": 0},
     }
+    if args.algo != "ppo":
+        data["config"]["env"]["action_type"] = "continuous"  # type: ignore[index]
     path = out / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -87,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-envs", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=8_000_000, help="env steps per trial")
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--algo", choices=["ppo", "sac", "td3"], default="ppo")
     parser.add_argument("--setups", nargs="+", default=["process:1:1", "worker:1:1", "worker:8:1"])
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -111,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "driver": meta["driver"],
         "torch": torch.__version__,
         "git_commit": meta["git_commit"],
+        "algo": args.algo,
         "num_envs": args.num_envs,
         "env_steps_per_trial": args.steps,
         "setups": rows,
@@ -118,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     table = write_result(args.output, "study_benchmark", result, rows)
     print(
         f"{meta['device_name']}, torch {torch.__version__}, commit {meta['git_commit']}, "
-        f"{args.trials} trials x {args.steps:,} env steps at {args.num_envs} envs"
+        f"{args.trials} {args.algo} trials x {args.steps:,} env steps at {args.num_envs} envs"
     )
     print(table)
     return 0

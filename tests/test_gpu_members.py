@@ -102,3 +102,107 @@ def test_batched_ppo_iteration_has_no_host_sync() -> None:
         torch.cuda.set_sync_debug_mode("default")
     assert stats["lr"].shape == (2,)
     assert torch.isfinite(torch.stack(list(stats.values()))).all()
+
+
+@pytest.mark.parametrize("algo", ["td3", "sac"])
+def test_graphed_off_policy_members_follow_their_runs_alone(tmp_path, algo: str) -> None:
+    """Three SAC or TD3 members with their own seeds and hyperparameters as one CUDA-graphed
+    batch (random actions first, eager; then captured), the first stopped at its first row
+    (the batch drops it and captures again): the others follow their eager runs alone in
+    episodes, losses and weights."""
+    import pandas as pd
+
+    from harness.members import Member, train_members
+
+    def config(seed: int, lr: float, tau: float, graph: bool):
+        return load_config(
+            overrides=[
+                "tracking.wandb=disabled",
+                "experiment.device=cuda",
+                f"experiment.cuda_graph={str(graph).lower()}",
+                f"algo.name={algo}",
+                "env.action_type=continuous",
+                "env.num_envs=1024",
+                "algo.learning_starts=2048",
+                "algo.buffer_size=65536",
+                "algo.batch_size=512",
+                "algo.hidden=[64, 64]",
+                "experiment.total_env_steps=24576",  # 24 iterations, 22 of them learning
+                "experiment.log_interval=6",
+                f"experiment.seed={seed}",
+                f"algo.critic_lr={lr}",
+                f"algo.tau={tau}",
+            ]
+        )
+
+    setups = [(1, 3e-4, 0.005), (2, 1e-3, 0.01), (3, 5e-4, 0.02)]
+
+    def stop_first(member: int, row: object) -> str:
+        return "pruned" if member == 0 else ""
+
+    train_members(
+        [Member(config(*s, graph=True), tmp_path / f"member-{i}") for i, s in enumerate(setups)],
+        stop_first,
+    )
+    assert len(pd.read_csv(tmp_path / "member-0" / "metrics.csv")) == 1
+    for i, setup in list(enumerate(setups))[1:]:
+        alone = train(config(*setup, graph=False), run_dir=tmp_path / f"alone-{i}")
+        a = pd.read_csv(alone.run_dir / "metrics.csv")
+        b = pd.read_csv(tmp_path / f"member-{i}" / "metrics.csv")
+        assert len(a) == len(b) == 4
+        for key, tol in (("episode_return", 5e-3), ("critic_loss", 1e-3), ("q_mean", 1e-3)):
+            torch.testing.assert_close(
+                torch.tensor(b[key].to_numpy()),
+                torch.tensor(a[key].to_numpy()),
+                atol=tol,
+                rtol=tol,
+                equal_nan=True,
+            )
+        wa = torch.load(alone.run_dir / "checkpoint.pt", map_location="cpu")["algo"]
+        wb = torch.load(tmp_path / f"member-{i}" / "checkpoint.pt", map_location="cpu")["algo"]
+        for module in ("actor", "critic", "critic_target"):
+            for name, value in wa[module].items():
+                torch.testing.assert_close(wb[module][name], value, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("algo", ["td3", "sac"])
+def test_batched_off_policy_iteration_has_no_host_sync(algo: str) -> None:
+    from algos.offpolicy_members import OffPolicyMembers
+    from algos.sac import SACConfig
+    from algos.td3 import TD3Config
+    from envs.members import make_member_env
+
+    configs = [
+        CartpoleConfig(
+            num_envs=2048,
+            action_type="continuous",
+            randomization={"pole_mass": ParamRange(0.05, h)},
+        )
+        for h in (0.2, 0.3)
+    ]
+    gens = [torch.Generator(CUDA).manual_seed(s) for s in (0, 1)]
+    env = make_member_env(configs, CUDA, gens)
+    kind = SACConfig if algo == "sac" else TD3Config
+    algo_configs = [kind(critic_lr=lr, learning_starts=2048) for lr in (3e-4, 1e-3)]
+    members = OffPolicyMembers(
+        algo_configs, [0, 1], env.observation_size, env.action_space, 2048, CUDA, gens
+    )
+    obs = env.reset()
+
+    def iteration() -> dict[str, torch.Tensor]:
+        nonlocal obs
+        obs = collect(env, members, obs)
+        stats = members.update()
+        env.stats.reset_interval()
+        return stats
+
+    iteration()
+    iteration()  # learning from here on
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        stats = iteration()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert stats["critic_loss"].shape == (2,)
+    assert torch.isfinite(torch.stack(list(stats.values()))).all()

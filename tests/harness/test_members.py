@@ -129,9 +129,12 @@ def test_members_that_disagree_on_shapes_or_algorithm_are_refused(tmp_path: Path
     mixed = configs(members=[["env.num_envs=32"], ["env.num_envs=64"]])
     with pytest.raises(ConfigError, match="shape and loop"):
         train_members([Member(c, tmp_path / f"m{i}") for i, c in enumerate(mixed)])
-    sac = configs(members=[["algo.name=sac", "env.action_type=continuous"]] * 2)
-    with pytest.raises(ConfigError, match="algo.name is sac"):
-        train_members([Member(c, tmp_path / f"s{i}") for i, c in enumerate(sac)])
+    sac_td3 = configs("env.action_type=continuous", members=[["algo.name=sac"], ["algo.name=td3"]])
+    with pytest.raises(ConfigError, match="shape and loop"):
+        train_members([Member(c, tmp_path / f"s{i}") for i, c in enumerate(sac_td3)])
+    evaluating = configs(members=[["experiment.eval_interval=2"]] * 2)
+    with pytest.raises(ConfigError, match="experiment.eval_interval: batched trials do not"):
+        train_members([Member(c, tmp_path / f"e{i}") for i, c in enumerate(evaluating)])
     fused = configs(members=[["experiment.fused_env=true"]] * 2)
     with pytest.raises(ConfigError, match="experiment.fused_env: a batch steps its envs unfused"):
         train_members([Member(c, tmp_path / f"f{i}") for i, c in enumerate(fused)])
@@ -164,3 +167,115 @@ def test_a_batch_of_one_is_the_run_alone(tmp_path: Path) -> None:
     train(config, run_dir=tmp_path / "alone")
     train_members([Member(config, tmp_path / "member")])
     assert_same_run(tmp_path / "alone", tmp_path / "member")
+
+
+OFF_POLICY = [
+    "env.action_type=continuous",
+    "env.num_envs=16",
+    "algo.buffer_size=4096",
+    "algo.batch_size=64",
+    "algo.learning_starts=160",
+    "algo.hidden=[32, 32]",
+    "experiment.log_interval=10",
+    "experiment.checkpoint_interval=10",
+]
+OFF_POLICY_MEMBERS = {
+    "td3": [
+        ["experiment.seed=3", "algo.actor_lr=1e-3", "algo.exploration_noise_min=0.05"],
+        ["experiment.seed=5", "algo.gamma=0.95", "algo.tau=0.01", "algo.policy_noise=0.1"],
+        ["experiment.seed=7", "algo.critic_lr=1e-3", "algo.max_grad_norm=0.5"],
+    ],
+    "sac": [
+        ["experiment.seed=3", "algo.actor_lr=1e-3", "algo.init_alpha=0.2"],
+        ["experiment.seed=5", "algo.gamma=0.95", "algo.tau=0.01", "algo.target_entropy=-0.5"],
+        ["experiment.seed=7", "algo.alpha_lr=1e-3", "algo.max_grad_norm=0.5"],
+    ],
+}
+
+
+def flat_tensors(state: object, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor of a nested checkpoint by its path (optimiser moments included)."""
+    if torch.is_tensor(state):
+        return {prefix: state}
+    if isinstance(state, dict):
+        items = list(state.items())
+    elif isinstance(state, (list, tuple)):
+        items = list(enumerate(state))
+    else:
+        return {}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in items:
+        out.update(flat_tensors(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+@pytest.mark.parametrize(("algo", "n_step"), [("td3", 1), ("sac", 3)], ids=["td3", "sac-3-step"])
+def test_off_policy_members_train_as_their_runs_alone(
+    tmp_path: Path, algo: str, n_step: int
+) -> None:
+    """Three SAC or TD3 cartpole runs with their own seeds and hyperparameters, batched:
+    each member draws the random actions, replay indices and noise of its run alone, so
+    its episodes match (30 iterations, 60 gradient steps); losses, weights, optimiser
+    moments and its replay buffer agree within float rounding, and its checkpoint is a
+    run's: `vecbench eval` plays it."""
+    from harness.evaluate import evaluate
+
+    runs = configs(
+        *OFF_POLICY,
+        f"algo.name={algo}",
+        f"algo.n_step={n_step}",
+        "experiment.total_env_steps=640",
+        members=OFF_POLICY_MEMBERS[algo],
+    )
+    for i, config in enumerate(runs):
+        train(config, run_dir=tmp_path / f"alone-{i}")
+    results = train_members([Member(c, tmp_path / f"member-{i}") for i, c in enumerate(runs)])
+    assert [r.env_steps for r in results] == [640] * 3
+    losses = ["critic_loss", "actor_loss", "q_mean"] + (
+        ["alpha", "entropy"] if algo == "sac" else []
+    )
+    for i in range(3):
+        a, b = metrics(tmp_path / f"alone-{i}"), metrics(tmp_path / f"member-{i}")
+        assert len(a) == len(b) == 4
+        for column in ["episodes", "episode_return", "episode_length", *losses]:
+            assert b[column].to_numpy() == pytest.approx(
+                a[column].to_numpy(), rel=1e-3, abs=1e-5, nan_ok=True
+            ), column
+        alone = torch.load(tmp_path / f"alone-{i}" / "checkpoint.pt", weights_only=False)
+        member = torch.load(tmp_path / f"member-{i}" / "checkpoint.pt", weights_only=False)
+        ta, tb = flat_tensors(alone["algo"]), flat_tensors(member["algo"])
+        assert set(ta) == set(tb)
+        for name, value in ta.items():
+            torch.testing.assert_close(
+                tb[name].float(), value.float(), rtol=2e-3, atol=2e-3, msg=name
+            )
+        assert member["algo"]["counters"] == alone["algo"]["counters"]
+        assert member["algo"]["replay"]["size"] == alone["algo"]["replay"]["size"] == 640
+        played = evaluate(tmp_path / f"member-{i}", episodes=2)
+        assert played.episodes == 2
+
+
+def test_a_stopped_off_policy_member_leaves_the_others_unchanged(tmp_path: Path) -> None:
+    """TD3: member 0 is pruned at its first row (which is before learning starts), the
+    batch drops it (replay buffers and optimiser states cut), and the other two log
+    exactly what they log when nobody stops."""
+    runs = configs(
+        *OFF_POLICY,
+        "algo.name=td3",
+        "experiment.total_env_steps=480",
+        members=OFF_POLICY_MEMBERS["td3"],
+    )
+    train_members([Member(c, tmp_path / f"all-{i}") for i, c in enumerate(runs)])
+
+    def prune_first(member: int, row: object) -> str:
+        return "pruned" if member == 0 else ""
+
+    results = train_members(
+        [Member(c, tmp_path / f"some-{i}") for i, c in enumerate(runs)], prune_first
+    )
+    assert results[0].iterations == 10
+    columns = ["episodes", "episode_return", "critic_loss", "actor_loss", "q_mean"]
+    for i in (1, 2):
+        a, b = metrics(tmp_path / f"all-{i}"), metrics(tmp_path / f"some-{i}")
+        pd.testing.assert_frame_equal(a[columns], b[columns])
+        assert results[i].iterations == 30

@@ -90,8 +90,9 @@ def test_a_pruned_member_is_pruned_in_optuna_and_the_others_complete(write_study
 
 
 def test_batch_trials_from_the_command_line_and_refusals(write_study, capsys, caplog) -> None:
-    """--batch-trials overrides the file; an algorithm that cannot be batched trains its
-    trials one by one, saying why; bad values are one-line errors naming the key."""
+    """--batch-trials overrides the file (TD3 trials train as one batch); trials that
+    cannot be batched (evaluation during training) train one by one, saying why; bad values
+    are one-line errors naming the key."""
     path = write_study(
         config={
             "tracking": {"wandb": "disabled"},
@@ -106,10 +107,31 @@ def test_batch_trials_from_the_command_line_and_refusals(write_study, capsys, ca
         assert main(["study", "run", str(path), "--batch-trials", "2"]) == 0
     study, _ = open_study(load_study(path))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
-    alone = [r.getMessage() for r in caplog.records if "trains alone" in r.getMessage()]
-    assert alone == [
-        f"trial {n} trains alone: algo.name is td3; batched trials train ppo only" for n in (0, 1)
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m for m in messages if m.startswith("batch of")] == [
+        "batch of 2 trial(s), 2 run(s): 0 1"
     ]
+    for trial in study.trials:
+        store = RunStore.open(Path(trial.user_attrs["trial_dir"]) / "seed-0")
+        assert store.meta()["batch"]["members"] == 2
+        assert store.config().algo.actor_lr == trial.params["algo.actor_lr"]
+    evaluating = write_study(
+        name="e",
+        config={
+            "tracking": {"wandb": "disabled"},
+            "env": {"num_envs": 16},
+            "experiment": {"total_env_steps": 1024, "log_interval": 4, "eval_interval": 4},
+        },
+        space={"algo.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True}},
+        n_trials=2,
+        batch_trials=2,
+    )
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vecbench"):
+        assert main(["study", "run", str(evaluating)]) == 0
+    alone = [r.getMessage() for r in caplog.records if "trains alone" in r.getMessage()]
+    why = "experiment.eval_interval: batched trials do not evaluate during training"
+    assert alone == [f"trial {n} trains alone: {why}" for n in (0, 1)]
     assert main(["study", "run", str(path), "--batch-trials", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "error: --batch-trials: must be > 0, got 0"
