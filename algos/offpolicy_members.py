@@ -102,16 +102,17 @@ class OffPolicyMembers:
         for cfg, seed in zip(configs, seeds, strict=True):
             torch.manual_seed(seed)  # as a run alone: the seed fixes the init weights
             nets.append(module.networks(cfg, obs_size, a))  # type: ignore[arg-type]
-        # One member's modules: layer order and names, and torch.optim's checkpoint layout.
-        self.template = {name: net.to(device) for name, net in nets[0].items()}
         self.params: dict[str, torch.Tensor] = {}
-        for name in self.template:
-            for pname, _ in self.template[name].named_parameters():
+        for name, module in nets[0].items():
+            for pname, _ in module.named_parameters():
                 stacked = torch.stack([dict(n[name].named_parameters())[pname] for n in nets])
                 stacked = stacked.detach().to(device)
                 self.params[f"{name}.{pname}"] = (
                     nn.Parameter(stacked) if name in _TRAINED else stacked
                 )
+        # One member's modules: layer order and names, and torch.optim's checkpoint layout
+        # (moved only now: `to` moves a module in place, and the stack above reads it).
+        self.template = {name: net.to(device) for name, net in nets[0].items()}
         self.hyper = {
             key: torch.tensor([getattr(cfg, key) for cfg in configs], device=device)
             for key in MEMBER_KEYS[self.name]

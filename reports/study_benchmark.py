@@ -75,6 +75,8 @@ def measure(out: Path, setup: str, args: Any) -> dict[str, Any]:
     summaries = [
         json.loads(p.read_text()) for p in sorted((out / name).glob("trials/*/seed-*/summary.json"))
     ]
+    if not summaries:
+        raise SystemExit(f"{name}: no trial finished; see {out / f'{name}.log'}")
     steps = sum(s["env_steps"] for s in summaries)
     memory = [s["gpu_memory_peak_mb"] for s in summaries if s["gpu_memory_peak_mb"] is not None]
     return {
