@@ -236,6 +236,8 @@ class VecEnv(ABC):
     # simulates the task.
     not_capturable: str | None = None
     simulator: str = "torch"
+    # Whether a batch of members may cut this env's blocks (envs.members.select_blocks).
+    blocks_can_leave: bool = True
 
     def __init__(
         self,
@@ -263,6 +265,11 @@ class VecEnv(ABC):
     @abstractmethod
     def step(self, actions: torch.Tensor) -> EnvStep:
         """Step every env; finished envs reset in place without leaving the device."""
+
+    def draw_member_keys(self, generators: list[torch.Generator]) -> None:  # noqa: B027
+        """As blocks of a batch (envs.members): the simulator's own random state, one per
+        member, drawn from each member's generator as the env alone draws it. Tasks whose
+        every draw comes from `random` need none."""
 
     def _redraw_params_where(self, done: torch.Tensor) -> None:
         """New parameters for the envs where done [N] is True (a reset's randomisation)."""

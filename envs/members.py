@@ -131,9 +131,8 @@ def make_member_env(
     members, block = len(configs), configs[0].num_envs
     placeholder = torch.Generator(device=device).manual_seed(0)
     env = make_env(dataclasses.replace(configs[0], num_envs=members * block), device, placeholder)
-    if env.not_capturable:
-        raise ValueError(f"{configs[0].name} cannot run as blocks of one batched env")
     keys = [CounterRandom.from_generator(g, device).key for g in generators]
+    env.draw_member_keys(generators)  # after the key above, as the env alone draws them
     # The placeholder's counter already counts the draws the env made while being built.
     random = BlockRandom(keys, block, env.random.counter.clone())
     env.random = random

@@ -94,6 +94,7 @@ class Quadruped(VecEnv):
     final_metrics = ("mean_velocity_x", "velocity_error")
     not_capturable = "the quadruped steps on JAX (MJX), which torch cannot capture or compile"
     simulator = "mjx"
+    blocks_can_leave = False  # its state lives in JAX: a batch keeps every block
 
     def __init__(
         self, config: QuadrupedConfig, device: torch.device, generator: torch.Generator
@@ -116,9 +117,9 @@ class Quadruped(VecEnv):
             reset_noise=config.reset_noise,
             command_ranges=(config.command_vx, config.command_vy, config.command_yaw),
         )
+        self._spec = spec
         self.sim = _simulation(spec, self.num_envs, self.jax_device, sim.CPU_CHUNK)
-        seed = int(torch.randint(0, 2**31, (1,), generator=generator, device=generator.device))
-        self._key = jax.device_put(jax.random.key(seed), self.jax_device)
+        self._key = self._jax.device_put(jax.random.key(_seed(generator)), self.jax_device)
         self.state: dict[str, Any] | None = None
         self._inputs: tuple[torch.Tensor, ...] = ()  # kept alive while JAX may read them
         k = len(self.reward_terms)
@@ -132,12 +133,25 @@ class Quadruped(VecEnv):
             "final": slice(2 * o + k + 2, 2 * o + k + 4),
         }
 
+    def draw_member_keys(self, generators: list[torch.Generator]) -> None:
+        """Block k's resets draw from member k's JAX key (a run's key, from its generator):
+        the simulation splits and draws per member, so each block resets as its env alone."""
+        members = len(generators)
+        seeds = self._jax.numpy.asarray([_seed(g) for g in generators], dtype="int32")
+        self.sim = _simulation(
+            self._spec, self.num_envs, self.jax_device, self._sim_module.CPU_CHUNK, members
+        )
+        self._key = self._jax.device_put(
+            self._jax.vmap(self._jax.random.key)(seeds), self.jax_device
+        )
+        self.state = None
+
     def param_matrix(self) -> torch.Tensor:
         """[N, P] parameters in the simulation's column order."""
         return torch.stack([self.params[name] for name in self._sim_module.PARAMS], dim=1)
 
     def reset(self) -> torch.Tensor:
-        self._key, key = self._jax.random.split(self._key)
+        self._key, key = self.sim.split(self._key)
         self.params = self.randomizer.sample(self.num_envs)
         self.episode_step.zero_()
         self.state, obs = self.sim.reset(key)
@@ -167,13 +181,18 @@ class Quadruped(VecEnv):
         return EnvStep(out[:, s["obs"]], reward, terminated, truncated, info)
 
 
+def _seed(generator: torch.Generator) -> int:
+    return int(torch.randint(0, 2**31, (1,), generator=generator, device=generator.device))
+
+
 @functools.lru_cache(maxsize=8)
-def _simulation(spec: Any, num_envs: int, jax_device: Any, cpu_chunk: int) -> Any:
+def _simulation(spec: Any, num_envs: int, jax_device: Any, cpu_chunk: int, members: int = 1) -> Any:
     """One compiled simulation per setting: it holds no env state, so envs built alike (a
     study's trials, evaluation, tests) share it and JAX traces and compiles it once."""
     from envs import quadruped_mjx as sim
 
-    return sim.Simulation(sim.load_model(MODEL_PATH), spec, num_envs, jax_device, cpu_chunk)
+    model = sim.load_model(MODEL_PATH)
+    return sim.Simulation(model, spec, num_envs, jax_device, cpu_chunk, members)
 
 
 def _jax_device(jax: Any, device: torch.device) -> Any:

@@ -117,9 +117,13 @@ class Simulation:
         num_envs: int,
         device: jax.Device,
         cpu_chunk: int = CPU_CHUNK,
+        members: int = 1,
     ) -> None:
         self.spec = spec
         self.num_envs = num_envs
+        # Blocks of a batch (envs.members): M keys, one per member, each drawing for its own
+        # num_envs / M envs as a simulation of that size alone draws.
+        self.members = members
         self.device = device
         self.mx = mjx.put_model(model, device=device)
         self.template = mjx.make_data(self.mx, device=device)  # one env's Data
@@ -177,12 +181,28 @@ class Simulation:
 
     # Batched -----------------------------------------------------------------------------
 
+    def split(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(next key, subkey) of the key, or of each member's key."""
+        if self.members == 1:
+            key, sub = jax.random.split(key)
+            return key, sub
+        pairs = jax.vmap(jax.random.split)(key)  # [M, 2]
+        return pairs[:, 0], pairs[:, 1]
+
+    def _uniform(self, key: jax.Array, width: int, **bounds: float) -> jax.Array:
+        """[N, width] uniform draws; with members, block k's from member k's key."""
+        if self.members == 1:
+            return jax.random.uniform(key, (self.num_envs, width), **bounds)
+        block = (self.num_envs // self.members, width)
+        draws = jax.vmap(lambda k: jax.random.uniform(k, block, **bounds))(key)
+        return draws.reshape(self.num_envs, width)
+
     def _fresh(self, key: jax.Array) -> dict[str, jax.Array]:
         n, s = self.num_envs, self.spec
-        k_joint, k_command = jax.random.split(key)
-        noise = jax.random.uniform(k_joint, (n, 12), minval=-1.0, maxval=1.0) * s.reset_noise
+        k_joint, k_command = self.split(key)
+        noise = self._uniform(k_joint, 12, minval=-1.0, maxval=1.0) * s.reset_noise
         qpos = jnp.broadcast_to(self.stand, (n, self.stand.shape[0])).at[:, 7:].add(noise)
-        u = jax.random.uniform(k_command, (n, 3))
+        u = self._uniform(k_command, 3)
         command = self.command_low + (self.command_high - self.command_low) * u
         feet = self._batched(self._foot_positions)(qpos)
         return {
@@ -217,7 +237,7 @@ class Simulation:
         )
 
     def _reset(self, key: jax.Array) -> tuple[dict[str, Any], jax.Array]:
-        key, sub = jax.random.split(key)
+        key, sub = self.split(key)
         state = {**self._fresh(sub), "key": key}
         return state, self._observe(state)
 
@@ -273,7 +293,7 @@ class Simulation:
         mean_velocity = qpos[:, :2] / elapsed[:, None]  # reset puts every torso at x = y = 0
         velocity_error = jnp.linalg.norm(mean_velocity - command[:, :2], axis=1)
 
-        key, sub = jax.random.split(state["key"])
+        key, sub = self.split(state["key"])
         fresh = self._fresh(sub)
         new = {
             k: jnp.where(done.reshape(-1, *([1] * (v.ndim - 1))), fresh[k], v)

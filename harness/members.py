@@ -30,7 +30,6 @@ from harness.device import device_name, make_generators, resolve_device
 from harness.errors import ConfigError
 from harness.graphs import Iterations
 from harness.progress import batch_line
-from harness.registry import ENVS
 from harness.runner import (
     RunResult,
     _peak_memory_mb,
@@ -74,8 +73,6 @@ def unsupported(config: RunConfig) -> str | None:
         return "experiment.eval_interval: batched trials do not evaluate during training"
     if config.experiment.fused_env:
         return "experiment.fused_env: a batch steps its envs unfused (set it null or false)"
-    if ENVS[config.env.name].not_capturable:
-        return f"env.name is {config.env.name}; its simulator cannot step as blocks of a batch"
     return None
 
 
@@ -142,6 +139,7 @@ class _Batch:
             device.type == "cuda"
             and first.experiment.cuda_graph is not False
             and not first.algo.not_capturable
+            and not env.not_capturable
         )
         self.iterate = self._iterations()
         self.steps_per_iteration = self.algo.steps_per_update * n  # per member
@@ -315,8 +313,8 @@ class _Batch:
         captures the iteration again); returns the observation of the members left."""
         keep = [slot for slot, i in enumerate(self.slots) if self.active[i]]
         stopped = len(self.slots) - len(keep)
-        if not keep or stopped < max(1, len(self.slots) // 4):
-            return obs
+        if not keep or stopped < max(1, len(self.slots) // 4) or not self.env.blocks_can_leave:
+            return obs  # (an env whose blocks cannot leave keeps stopped members, masked)
         obs = select_blocks(self.env, keep, obs)
         self.algo.select(keep)
         self.slots = [self.slots[slot] for slot in keep]

@@ -206,3 +206,43 @@ def test_batched_off_policy_iteration_has_no_host_sync(algo: str) -> None:
         torch.cuda.set_sync_debug_mode("default")
     assert stats["critic_loss"].shape == (2,)
     assert torch.isfinite(torch.stack(list(stats.values()))).all()
+
+
+def test_quadruped_members_follow_their_runs_alone_on_cuda(tmp_path) -> None:
+    """Two PPO quadruped members (MJX on the GPU, eager: JAX steps outside torch's graph)
+    with their own seeds, lr and payload ranges: each follows its run alone."""
+    import pandas as pd
+
+    from harness.members import Member, train_members
+
+    def config(seed: int, lr: float, high: float):
+        return load_config(
+            overrides=[
+                "tracking.wandb=disabled",
+                "experiment.device=cuda",
+                "env.name=quadruped",
+                "env.num_envs=512",
+                f"env.randomization.payload={{low: 0.0, high: {high}}}",
+                "algo.num_steps=16",
+                "experiment.total_env_steps=32768",  # 4 iterations
+                "experiment.log_interval=1",
+                f"experiment.seed={seed}",
+                f"algo.lr={lr}",
+            ]
+        )
+
+    setups = [(1, 3e-4, 2.0), (2, 1e-3, 1.0)]
+    train_members([Member(config(*s), tmp_path / f"member-{i}") for i, s in enumerate(setups)])
+    for i, setup in enumerate(setups):
+        alone = train(config(*setup), run_dir=tmp_path / f"alone-{i}")
+        a = pd.read_csv(alone.run_dir / "metrics.csv")
+        b = pd.read_csv(tmp_path / f"member-{i}" / "metrics.csv")
+        assert len(a) == len(b) == 4
+        for key in ("episode_return", "velocity_error", "policy_loss", "value_loss"):
+            torch.testing.assert_close(
+                torch.tensor(b[key].to_numpy()),
+                torch.tensor(a[key].to_numpy()),
+                atol=1e-3,
+                rtol=1e-3,
+                equal_nan=True,
+            )
