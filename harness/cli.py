@@ -6,14 +6,25 @@ import argparse
 import logging
 import os
 import sys
+import typing
 from pathlib import Path
 
 from harness.errors import VecbenchError, one_line
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line, as every other error is (subcommands inherit this)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error already printed
+        return done.code if isinstance(done.code, int) else 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return args.func(args)
@@ -35,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vecbench", description=__doc__)
+    parser = _Parser(prog="vecbench", description=__doc__)
     parser.add_argument(
         "--version", action=_Version, nargs=0, help="print vecbench's version and git commit"
     )
@@ -208,6 +219,13 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     """--set values, plus --device and --wandb where the command has them."""
     overrides = list(args.overrides)
     if getattr(args, "device", None):
+        from harness.config import DEVICE_NAMES
+        from harness.errors import ConfigError, shown
+
+        if not DEVICE_NAMES.fullmatch(args.device):
+            raise ConfigError(
+                f"--device must be auto, cpu, cuda or cuda:K, got {shown(args.device)}"
+            )
         overrides.append(f"experiment.device={args.device}")
     if getattr(args, "wandb", None):
         overrides.append(f"tracking.wandb={args.wandb}")

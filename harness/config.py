@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -125,8 +126,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
     """A config or study file's top-level mapping; any problem is one `ConfigError` line."""
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, not a YAML file")
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: config file not found")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a regular file; give a YAML file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
@@ -173,6 +176,34 @@ class _BoundedLoader(yaml.SafeLoader):
             _expanded_size(node, {}, set())
         return node
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A key given twice is an error (PyYAML keeps the last one silently)."""
+        seen: dict[str, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            if key_node.value in seen:
+                first = seen[key_node.value]
+                raise yaml.MarkedYAMLError(
+                    problem=f"key {shown(key_node.value)} is given twice (first at line "
+                    f"{first.line + 1})",
+                    problem_mark=key_node.start_mark,
+                )
+            seen[key_node.value] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # Python's limit on digits in int()
+            raise yaml.MarkedYAMLError(
+                problem=f"a number of {len(node.value):,} characters is too long",
+                problem_mark=node.start_mark,
+            ) from None
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
     """Nodes under ``node`` with every alias expanded; memoised, so linear in the text."""
@@ -190,7 +221,9 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> i
     elif isinstance(node, yaml.MappingNode):
         children = [part for pair in node.value for part in pair]
     size = 1 + sum(_expanded_size(child, sizes, open_) for child in children)
-    if size > MAX_YAML_NODES:
+    # What aliases added: the expanded size beyond every distinct node read so far (a long
+    # list written out is not an expansion).
+    if size - len(sizes) > MAX_YAML_NODES:
         raise yaml.MarkedYAMLError(
             problem=f"aliases expand to more than {MAX_YAML_NODES:,} values; write it out instead",
             problem_mark=node.start_mark,
@@ -350,12 +383,18 @@ def _convert(value: Any, hint: Any, path: str, source: str) -> Any:
     if hint is float:
         if isinstance(value, str):
             try:
-                return float(value)  # YAML 1.1 reads 1e-3 as a string
+                value = float(value)  # YAML 1.1 reads 1e-3 as a string
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             _wrong_type(value, "a number", path, source)
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{source}: {path} must be a finite number, got {shown(value)}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             _wrong_type(value, "a string", path, source)

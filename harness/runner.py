@@ -29,9 +29,9 @@ from harness.evaluate import EVAL_SEED_OFFSET, run_episodes
 from harness.graphs import Iterations
 from harness.phases import PhaseTimer
 from harness.progress import run_line
-from harness.registry import make_algo, make_env, speed_up_env
+from harness.registry import make_algo, make_env, refuse_speedups, speed_up_env
 from harness.tensorboard import summary_writer
-from harness.tracking import NullStore, RunStore, WandbTracker, environment_meta
+from harness.tracking import CHECKPOINT_FILE, NullStore, RunStore, WandbTracker, environment_meta
 
 log = logging.getLogger("vecbench.run")  # a study worker sends it to the trial's log
 
@@ -125,6 +125,8 @@ class _Training:
         self.config = config
         self.device = device
         self.rank = rank or distributed.Rank()
+        exp = config.experiment
+        refuse_speedups(config.env.name, exp.fused_env, exp.compile, exp.cuda_graph)
         self.env_gen, self.algo_gen = make_generators(
             config.experiment.seed, device, self.rank.rank
         )
@@ -250,11 +252,12 @@ class _Training:
                         on_log(row)
                     diverged = diverged_losses(row)
                     if diverged:
+                        saved = (self.store.dir / CHECKPOINT_FILE).exists()
+                        kept = "the last checkpoint is from before" if saved else "no checkpoint"
                         raise DivergedError(
                             f"{self.store.dir}: training diverged at {self.env_steps:,} env "
                             f"steps ({', '.join(diverged)} not finite); metrics.csv keeps every "
-                            "row so far and the last checkpoint is from before; try a lower "
-                            "learning rate or max_grad_norm"
+                            f"row so far and {kept}; try a lower learning rate or max_grad_norm"
                         )
                     if self._reached_stop(row):
                         log.info(

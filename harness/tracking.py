@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -178,11 +179,11 @@ class RunStore:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Strict JSON: a NaN or infinite number is written as null."""
-        _atomic_write(self.dir / SUMMARY_FILE, _strict_json(summary))
+        _atomic_write(self.dir / SUMMARY_FILE, strict_json(summary))
 
     def write_eval(self, record: dict[str, Any]) -> None:
         """eval.json: the latest `vecbench eval` of this run (strict JSON, as summary.json)."""
-        _atomic_write(self.dir / EVAL_FILE, _strict_json(record))
+        _atomic_write(self.dir / EVAL_FILE, strict_json(record))
 
     # Metrics -----------------------------------------------------------------------------
 
@@ -405,11 +406,19 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise RunDirError(f"{path}: corrupt JSON: {err}") from None
 
 
-def _strict_json(data: dict[str, Any]) -> str:
-    plain = {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in data.items()
-    }
-    return json.dumps(plain, indent=2, default=str, allow_nan=False)
+def strict_json(data: Any) -> str:
+    """JSON that strict readers take: NaN and infinities (at any depth) become null."""
+    return json.dumps(_finite(data), indent=2, default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -427,18 +436,31 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _disk_full(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        return False
+
+
 def _write_error(
     path: Path, err: OSError | RuntimeError, what: str, run_dir: Path | None = None
 ) -> RunDirError:
     """One line: the path, what failed and why, and what to do about it."""
     code = getattr(err, "errno", None)
     reason = getattr(err, "strerror", None) or one_line(str(err), 200)
+    if code is None and _disk_full(path):  # torch.save reports a full disk in its own words
+        code, reason = errno.ENOSPC, os.strerror(errno.ENOSPC)
+    # Another --run-dir helps only a run directory still to be made.
+    fresh = what == "create the run directory"
     if code in (errno.ENOSPC, errno.EDQUOT):
         advice = "free disk space"
     elif code in (errno.EROFS, errno.EACCES, errno.EPERM):
-        advice = "make it writable or choose another --run-dir (experiment.run_root)"
+        advice = "make it writable"
+        advice += " or choose another --run-dir (experiment.run_root)" if fresh else ""
     elif code in (errno.ENOTDIR, errno.EEXIST):
-        advice = "a part of the path is a file; choose another --run-dir (experiment.run_root)"
+        advice = "a part of the path is a file"
+        advice += "; choose another --run-dir (experiment.run_root)" if fresh else ""
     else:
         advice = "check free disk space and permissions"
     if run_dir is not None:  # mid-run: what was written is kept and the run can go on

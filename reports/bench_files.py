@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,9 @@ def write_result(out: Path, stem: str, result: dict[str, Any], rows: list[dict[s
     returns the rows as a printable table."""
     import pandas as pd
 
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    from harness.tracking import strict_json
+
+    (out / f"{stem}.json").write_text(strict_json(result))
     table = pd.DataFrame(rows)
     table.to_csv(out / f"{stem}.csv", index=False)
     return table.to_string(index=False)

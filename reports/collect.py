@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from harness.config import RunConfig, config_hash, digest, semantic_dict
-from harness.errors import VecbenchError
+from harness.errors import VecbenchError, one_line
 from harness.tracking import CONFIG_FILE, METRICS_FILE, RunStore
 
 
@@ -260,11 +260,14 @@ def _read_journal(path: Path, problems: list[str]) -> list[StudyData]:
 def _read_storage(url: str, names: list[str], problems: list[str]) -> list[StudyData]:
     import optuna
 
+    from studies.storage import engine_kwargs, redact
+
     try:
-        storage = optuna.storages.RDBStorage(url)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
         known = optuna.get_all_study_names(storage)
     except Exception as err:
-        raise ReportError(f"storage {url.split('@')[-1]}: cannot be read ({err})") from None
+        why = redact(one_line(str(err), 300))
+        raise ReportError(f"storage {redact(url)}: cannot be read ({why})") from None
     out = []
     for name in names or known:
         if name not in known:

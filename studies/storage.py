@@ -87,7 +87,9 @@ class StudyStorage:
             return self.journal_path.parent / f"{study_name}.budget.lock"
         if self.url.startswith("sqlite:///"):
             return Path(self.url[len("sqlite:///") :] + f".{study_name}.budget.lock")
-        raise ConfigError(f"storage {self.url!r}: only journal:, sqlite:/// and postgresql URLs")
+        raise ConfigError(
+            f"storage {redact(self.url)!r}: only journal:, sqlite:/// and postgresql URLs"
+        )
 
     # Heartbeats ---------------------------------------------------------------------------
 
@@ -189,11 +191,22 @@ def _rdb(
             heartbeat_interval=max(1, round(interval_s)),
             grace_period=max(2, round(grace_s)),
             heartbeat_stale_trial_callback=retry,
-            engine_kwargs={"pool_pre_ping": True},
+            engine_kwargs=engine_kwargs(url),
         )
     except Exception as err:  # sqlalchemy raises many kinds for a bad or unreachable URL
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = redact(first.replace(url, redact(url)))
         raise ConfigError(f"storage {redact(url)} is unreachable or invalid: {first}") from None
+
+
+CONNECT_TIMEOUT_S = 10  # a server that accepts and never answers fails, not hangs
+
+
+def engine_kwargs(url: str) -> dict[str, object]:
+    kwargs: dict[str, object] = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return kwargs
 
 
 def journal_url(url: str) -> str:
@@ -202,11 +215,14 @@ def journal_url(url: str) -> str:
     return url if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", url) else f"journal:{url}"
 
 
-def redact(url: str) -> str:
-    """The URL without its password: what is printed, logged or put in a message."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+# user:password@ wherever it stands (also in a URL missing a slash or its scheme), and a
+# password=... query parameter.
+_USERINFO = re.compile(r"(^|/|\s|['\"])([^:/@\s'\"]+):([^@\s'\"/]+)@")
+_PASSWORD_PARAM = re.compile(r"(?i)\b(password|passwd|pwd)=[^&\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """``text`` (a URL, or a message quoting one) without passwords: what is printed,
+    logged or put in a message."""
+    text = _USERINFO.sub(r"\1\2:***@", text)
+    return _PASSWORD_PARAM.sub(r"\1=***", text)

@@ -133,6 +133,9 @@ def test_train_that_diverges_exits_with_one_line(tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("error: ") and "training diverged" in err[-1]
+    assert err[-1].endswith("every row so far and no checkpoint; try a lower learning rate "
+                            "or max_grad_norm")  # fmt: skip
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
     assert "Traceback" not in "\n".join(err)
 
 
@@ -186,12 +189,12 @@ BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
         (
             ["train", "--device", "cuda:x"],
             {},
-            "error: --set: experiment.device must be auto, cpu, cuda or cuda:K, got 'cuda:x'",
+            "error: --device must be auto, cpu, cuda or cuda:K, got 'cuda:x'",
         ),
         (
             ["train", "--device", "tpu"],
             {},
-            "error: --set: experiment.device must be auto, cpu, cuda or cuda:K, got 'tpu'",
+            "error: --device must be auto, cpu, cuda or cuda:K, got 'tpu'",
         ),
         (
             ["report", "{tmp}", "-o", "{tmp}/taken"],
@@ -216,6 +219,37 @@ BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
             {},
             "error: --set: algo." + "k" * 192 + "... is not a known key (known: ",
         ),
+        (
+            ["train", "--set", "algo.num_steps=" + "9" * 5000],
+            {},
+            "error: --set algo.num_steps: not valid YAML at line 1, column 1: a number of 5,000 "
+            "characters is too long",
+        ),
+        (["train", "--set", "algo.lr=.nan"], {}, "error: --set: algo.lr must be a finite number"),
+        (["train", "--set", "algo.lr=1e400"], {}, "error: --set: algo.lr must be a finite number"),
+        (
+            ["train", "--set", "experiment.stop_at_return=-.inf"],
+            {},
+            "error: --set: experiment.stop_at_return must be a finite number, got -inf",
+        ),
+        (
+            ["train", "--config", "{tmp}/twice.yaml"],
+            {"twice.yaml": b"algo: {lr: 0.001}\nenv: {num_envs: 8}\nalgo: {gamma: 0.9}\n"},
+            "error: {tmp}/twice.yaml: not valid YAML at line 3, column 1: key 'algo' is given "
+            "twice (first at line 1)",
+        ),
+        (
+            ["train", "--config", "/dev/null"],
+            {},
+            "error: /dev/null: not a regular file; give a YAML file",
+        ),
+        (
+            ["report", "{tmp}", "--threshold", "abc"],
+            {},
+            "error: vecbench report: argument --threshold: invalid float value: 'abc' (see "
+            "vecbench report --help)",
+        ),
+        (["frobnicate"], {}, "error: vecbench: argument command: invalid choice: 'frobnicate'"),
     ],
     ids=[
         "set-not-yaml",
@@ -230,6 +264,14 @@ BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
         "report-o-under-a-file",
         "long-value",
         "long-key",
+        "long-number",
+        "nan",
+        "inf",
+        "minus-inf",
+        "key-twice",
+        "not-a-regular-file",
+        "argparse-type",
+        "argparse-choice",
     ],
 )
 def test_bad_input_classes_are_one_line_naming_the_key_or_path(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pandas as pd
-import pytest
 import torch
 
 from harness.config import load_config
@@ -16,15 +15,16 @@ from harness.runner import train
 
 def test_timer_gives_each_phase_its_mean_seconds_per_iteration() -> None:
     timer = PhaseTimer(torch.device("cpu"))
-    for collect_s, update_s in ((0.03, 0.01), (0.01, 0.03)):
+    for collect_s, update_s in ((0.05, 0.01), (0.03, 0.01)):
         timer.mark(0)
         time.sleep(collect_s)
         timer.mark(1)
         time.sleep(update_s)
         timer.mark(2)
     read = timer.read()
-    assert read["collection_s"] == pytest.approx(0.02, abs=0.005)
-    assert read["update_s"] == pytest.approx(0.02, abs=0.005)
+    # A loaded machine oversleeps (seen: 6 ms), so each phase is its sleep or a bit more.
+    assert 0.04 <= read["collection_s"] < 0.04 + 0.025
+    assert 0.01 <= read["update_s"] < 0.01 + 0.025
     assert timer.read() == {}  # each read covers the iterations since the last
     off = PhaseTimer(torch.device("cpu"), enabled=False)
     off.mark(0), off.mark(1), off.mark(2)

@@ -432,3 +432,13 @@ def test_knee_is_where_four_times_the_envs_stop_doubling_throughput() -> None:
     assert _bench_label(older) == "env (graph+compile)"
     row = {"mode": "inference", "task": "arm", "actor_hidden": "256x256"}
     assert _bench_label(row, {"task", "actor_hidden"}) == "arm inference (mlp 256x256)"
+
+
+def test_bench_results_are_strict_json(inputs: Path) -> None:
+    """No NaN in a bench JSON (strict readers refuse it): a CPU's GPU memory is null."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} in a bench JSON")
+
+    rows = json.loads((inputs / "bench" / "cartpole.json").read_text(), parse_constant=refuse)
+    assert rows and all(row["gpu_memory_peak_mb"] is None for row in rows)
