@@ -148,7 +148,7 @@ class OffPolicyMembers:
         self.obs_mean = torch.zeros(self.members, obs_size, device=device)
         self.obs_var = torch.ones(self.members, obs_size, device=device)
         self.obs_count = torch.full((self.members,), 1e-4, device=device)
-        self.replay = StackedReplay(self.members, c.buffer_size, obs_size, a, device)
+        self.replay = StackedReplay(self.members, num_envs, c.buffer_size, obs_size, a, device)
         self.env_steps = 0  # host count of vectorised steps seen (per env)
         self.updates = 0
         self.last_obs: torch.Tensor | None = None

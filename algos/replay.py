@@ -175,9 +175,16 @@ class StackedReplay(ReplayBuffer):
     indices its run alone would draw (algos.offpolicy_members)."""
 
     def __init__(
-        self, members: int, capacity: int, obs_size: int, action_size: int, device: torch.device
+        self,
+        members: int,
+        num_envs: int,
+        capacity: int,
+        obs_size: int,
+        action_size: int,
+        device: torch.device,
     ) -> None:
         super().__init__(1, obs_size, action_size, device)
+        self._offsets = torch.arange(num_envs, device=device)  # N envs insert per step
         self.capacity = c = capacity
         self.obs = torch.zeros(members, c, obs_size, device=device)  # [K, C, O]
         self.actions = torch.zeros(members, c, action_size, device=device)  # [K, C, A]

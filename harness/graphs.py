@@ -12,6 +12,7 @@ from the run's own generators, registered with the graph so every replay draws f
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +36,7 @@ class GraphedRegion:
         self, region: Region, env: VecEnv, generators: list[torch.Generator], obs: torch.Tensor
     ) -> None:
         self.obs = obs.clone()
-        inputs = {k: v.clone() for k, v in env.tensors().items()}
+        self.inputs = inputs = {k: v.clone() for k, v in env.tensors().items()}
         env.load_tensors(inputs)
         self.graph = torch.cuda.CUDAGraph()
         for g in generators:
@@ -64,6 +65,16 @@ class GraphedRegion:
         self.graph.replay()
         return self.obs, self.outputs
 
+    def adopt(self, env: VecEnv, obs: torch.Tensor) -> torch.Tensor:
+        """Go on from the state that eager code left in ``env`` (a reset, iterations run
+        outside the graph) and from ``obs``: copied into the region's inputs."""
+        for name, value in env.tensors().items():
+            if value is not self.inputs[name]:
+                self.inputs[name].copy_(value)
+        env.load_tensors(self.inputs)
+        self.obs.copy_(obs)
+        return self.obs
+
 
 GRAPH_WARMUP = 2  # eager iterations before a training iteration is captured
 
@@ -89,14 +100,22 @@ class Iterations:
         self.device, self.use_graph, self.algo = device, use_graph, algo
         self.graph: GraphedRegion | None = None
         self.warmup = 0  # eager iterations run so far toward the capture
+        self.stale = False  # eager code moved the env or obs since the last replay
 
     def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        if self.graph is not None:
+        ready = self.algo is None or self.algo.capture_ready
+        if self.graph is not None and ready:
+            if self.stale:
+                self.graph.adopt(self.env, obs)
+                self.stale = False
             out = self.graph()
             if self.algo is not None:
                 self.algo.replayed()
             return out
-        if not self.use_graph or (self.algo is not None and not self.algo.capture_ready):
+        if self.graph is not None:  # a reused graph's algorithm acts at random first
+            self.stale = True
+            return self.region(obs)
+        if not self.use_graph or not ready:
             return self.region(obs)
         with side_stream(self.device):
             obs, stats = self.region(obs)
@@ -136,3 +155,47 @@ class side_stream:  # noqa: N801 - used as a context manager, like torch.cuda.st
     def __exit__(self, *exc: object) -> None:
         self.inner.__exit__(*exc)
         torch.cuda.current_stream(self.device).wait_stream(self.stream)
+
+
+def refill(old: Any, new: Any) -> None:
+    """Give ``old`` the state of ``new``, an object built the same way for other runs (same
+    shapes): tensors are copied in place, so a CUDA graph captured on ``old`` reads the new
+    values; dicts, lists, tuples and the project's own objects are walked; anything else
+    (numbers, configs, generators) is taken over."""
+    _refill(old, new, set())
+
+
+def _refill(old: Any, new: Any, seen: set[int]) -> Any:
+    if isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor):
+        if old.shape != new.shape or old.dtype != new.dtype:
+            raise ValueError(f"cannot refill a {old.shape} tensor with a {new.shape} one")
+        if old is not new:
+            with torch.no_grad():
+                old.copy_(new)
+        return old
+    if id(old) in seen:
+        return old
+    seen.add(id(old))
+    if isinstance(old, dict) and isinstance(new, dict) and old.keys() == new.keys():
+        for key in old:
+            old[key] = _refill(old[key], new[key], seen)
+        return old
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        old[:] = [_refill(a, b, seen) for a, b in zip(old, new, strict=True)]
+        return old
+    if isinstance(old, tuple) and isinstance(new, tuple) and len(old) == len(new):
+        return tuple(_refill(a, b, seen) for a, b in zip(old, new, strict=True))
+    own = type(old).__module__.split(".")[0] in _OWN
+    # Modules (layer templates) and configs (frozen dataclasses) are taken over whole.
+    if own and type(old) is type(new) and not _taken_whole(old):
+        for name, value in vars(new).items():
+            setattr(old, name, _refill(getattr(old, name, None), value, seen))
+        return old
+    return new
+
+
+_OWN = {"algos", "envs", "harness"}  # packages whose objects `refill` walks into
+
+
+def _taken_whole(obj: Any) -> bool:
+    return isinstance(obj, torch.nn.Module) or dataclasses.is_dataclass(obj)

@@ -24,11 +24,12 @@ from algos.offpolicy_members import SHAPE_KEYS as OFFPOLICY_SHAPE_KEYS
 from algos.offpolicy_members import OffPolicyMembers
 from algos.ppo import ActorCritic
 from algos.ppo_members import SHAPE_KEYS, PPOMembers
+from envs.base import VecEnv
 from envs.members import make_member_env, select_blocks, shape_key
 from harness.config import RunConfig, config_hash
 from harness.device import device_name, make_generators, resolve_device
 from harness.errors import ConfigError
-from harness.graphs import Iterations
+from harness.graphs import Iterations, refill
 from harness.progress import batch_line
 from harness.runner import (
     RunResult,
@@ -99,50 +100,100 @@ def train_members(members: list[Member], on_log: MemberLog | None = None) -> lis
     keys = {group_key(m.config) for m in members}
     if len(keys) != 1:
         raise ConfigError("members of one batch must agree on every shape and loop setting")
-    training = _Batch(members)
-    return training.run(on_log)
+    key = f"{keys.pop()}|{len(members)}"
+    training = _WARM.pop(key, None)
+    release_warm()  # a kept batch of other shapes gives its GPU memory back
+    if training is None:
+        training = _Batch(members)
+    else:
+        training.take(members)
+        log.info("the last batch's objects and captured iteration serve this batch too")
+    results = training.run(on_log)
+    if training.reusable:
+        _WARM[key] = training
+    return results
+
+
+# A worker's last batch, kept (with its captured CUDA graph) for a next batch of the same
+# shapes and size, which `_Batch.take` fills in place: no new objects, no new capture.
+_WARM: dict[str, _Batch] = {}
+
+
+def release_warm() -> None:
+    """Free the kept batch: its graph and tensors."""
+    for batch in _WARM.values():
+        batch.iterate.release()
+    _WARM.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class _Batch:
     def __init__(self, members: list[Member]) -> None:
-        self.members = members
         first = members[0].config
-        self.config = first
         self.device = device = resolve_device(first.experiment.device)
-        k, n = len(members), first.env.num_envs
-        env_gens, algo_gens, models = [], [], []
+        self.env_gens: list[torch.Generator] = []
+        self.algo_gens: list[torch.Generator] = []
         for m in members:
             # As a run alone: the seed fixes the init weights, then the two generators.
             env_gen, algo_gen = make_generators(m.config.experiment.seed, device)
-            env_gens.append(env_gen)
-            algo_gens.append(algo_gen)
-        env = make_member_env([m.config.env for m in members], device, env_gens)
-        self.env_gens = env_gens
-        self.env = env
-        self.algo_gens = algo_gens
-        configs = [m.config.algo for m in members]
-        self.algo: PPOMembers | OffPolicyMembers
-        if first.algo.name == "ppo":
-            for m in members:
-                torch.manual_seed(m.config.experiment.seed)
-                models.append(ActorCritic(m.config.algo, env.observation_size, env.action_space))
-            models = [model.to(device) for model in models]
-            self.algo = PPOMembers(configs, models, env.action_space, n, device, algo_gens)
-        else:
-            seeds = [m.config.experiment.seed for m in members]
-            self.algo = OffPolicyMembers(
-                configs, seeds, env.observation_size, env.action_space, n, device, algo_gens
-            )
+            self.env_gens.append(env_gen)
+            self.algo_gens.append(algo_gen)
+        self.env, self.algo = self._build(members)
         if first.experiment.compile:
-            env.compile()
+            self.env.compile()
         self.use_graph = (
             device.type == "cuda"
             and first.experiment.cuda_graph is not False
             and not first.algo.not_capturable
-            and not env.not_capturable
+            and not self.env.not_capturable
         )
         self.iterate = self._iterations()
-        self.steps_per_iteration = self.algo.steps_per_update * n  # per member
+        self._start(members)
+
+    def _build(self, members: list[Member]) -> tuple[VecEnv, PPOMembers | OffPolicyMembers]:
+        """The batched env and algorithm, drawing from the members' generators as runs
+        alone draw from theirs."""
+        first, device, gens = members[0].config, self.device, self.algo_gens
+        n = first.env.num_envs
+        env = make_member_env([m.config.env for m in members], device, self.env_gens)
+        configs = [m.config.algo for m in members]
+        if first.algo.name != "ppo":
+            seeds = [m.config.experiment.seed for m in members]
+            obs, actions = env.observation_size, env.action_space
+            return env, OffPolicyMembers(configs, seeds, obs, actions, n, device, gens)
+        models = []
+        for m in members:
+            torch.manual_seed(m.config.experiment.seed)
+            models.append(ActorCritic(m.config.algo, env.observation_size, env.action_space))
+        models = [model.to(device) for model in models]
+        return env, PPOMembers(configs, models, env.action_space, n, device, gens)
+
+    def take(self, members: list[Member]) -> None:
+        """Train ``members`` (the shapes and size of the last batch) in these objects: the
+        generators are reseeded in place (a captured graph holds them) and every tensor of a
+        freshly built env and algorithm is copied into this batch's."""
+        for env_gen, algo_gen, m in zip(self.env_gens, self.algo_gens, members, strict=True):
+            fresh_env, fresh_algo = make_generators(m.config.experiment.seed, self.device)
+            env_gen.set_state(fresh_env.get_state())
+            algo_gen.set_state(fresh_algo.get_state())
+        env, algo = self._build(members)
+        refill(self.env, env)
+        refill(self.algo, algo)
+        self.iterate.stale = True  # the reset in `run` moves the env off the graph's inputs
+        self._start(members)
+
+    @property
+    def reusable(self) -> bool:
+        """Whether a next batch can take these objects: none left the batch, and the env's
+        state lives in torch."""
+        return len(self.slots) == len(self.members) and not self.env.not_capturable
+
+    def _start(self, members: list[Member]) -> None:
+        self.members = members
+        self.config = first = members[0].config
+        k = len(members)
+        self.steps_per_iteration = self.algo.steps_per_update * first.env.num_envs  # per member
         self.total_iterations = math.ceil(
             first.experiment.total_env_steps / self.steps_per_iteration
         )

@@ -270,3 +270,65 @@ def test_quadruped_members_follow_their_runs_alone_on_cuda(tmp_path) -> None:
         assert len(a) == len(b) == 2
         for key in ("episode_return", "velocity_error", "policy_loss", "value_loss"):
             assert b[key].iloc[0] == pytest.approx(a[key].iloc[0], rel=1e-3, abs=1e-4), key
+
+
+@pytest.mark.parametrize("algo", ["ppo", "td3"])
+def test_a_next_batch_replays_the_kept_graph_and_follows_its_runs_alone(tmp_path, algo) -> None:
+    """Warm workers: a second batch of the same shapes and size takes the first batch's
+    objects and replays its captured graph (no new capture; TD3 acts at random eagerly
+    first, then the graph goes on from that state); its members follow their eager runs
+    alone."""
+    import pandas as pd
+
+    from harness import members as batches
+    from harness.members import Member, train_members
+
+    def config(seed: int, lr: float, graph: bool):
+        extra = (
+            ["algo.name=td3", "env.action_type=continuous", "algo.learning_starts=2048",
+             "algo.buffer_size=65536", "algo.batch_size=512", "algo.hidden=[64, 64]",
+             f"algo.critic_lr={lr}", "experiment.total_env_steps=12288"]
+            if algo == "td3"
+            else [f"algo.lr={lr}", "experiment.total_env_steps=65536"]
+        )  # fmt: skip
+        return load_config(
+            overrides=[
+                "tracking.wandb=disabled",
+                "experiment.device=cuda",
+                f"experiment.cuda_graph={str(graph).lower()}",
+                "env.num_envs=1024",
+                "experiment.log_interval=1" if algo == "ppo" else "experiment.log_interval=3",
+                f"experiment.seed={seed}",
+                *extra,
+            ]
+        )
+
+    first = [(1, 3e-4), (2, 1e-3)]
+    second = [(5, 5e-4), (6, 2e-3)]
+    train_members(
+        [Member(config(*s, graph=True), tmp_path / f"a-{i}") for i, s in enumerate(first)]
+    )
+    (kept,) = batches._WARM.values()
+    graph = kept.iterate.graph
+    assert graph is not None
+    train_members(
+        [Member(config(*s, graph=True), tmp_path / f"b-{i}") for i, s in enumerate(second)]
+    )
+    (again,) = batches._WARM.values()
+    assert again is kept and again.iterate.graph is graph  # no new capture
+    keys = ("episode_return", "policy_loss", "value_loss") if algo == "ppo" else (
+        "episode_return", "critic_loss", "q_mean")  # fmt: skip
+    for i, setup in enumerate(second):
+        alone = train(config(*setup, graph=False), run_dir=tmp_path / f"alone-{i}")
+        a = pd.read_csv(alone.run_dir / "metrics.csv")
+        b = pd.read_csv(tmp_path / f"b-{i}" / "metrics.csv")
+        assert len(a) == len(b) == 4
+        for key in keys:
+            torch.testing.assert_close(
+                torch.tensor(b[key].to_numpy()),
+                torch.tensor(a[key].to_numpy()),
+                atol=5e-3,
+                rtol=5e-3,
+                equal_nan=True,
+            )
+    batches.release_warm()

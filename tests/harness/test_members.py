@@ -279,3 +279,36 @@ def test_a_stopped_off_policy_member_leaves_the_others_unchanged(tmp_path: Path)
         a, b = metrics(tmp_path / f"all-{i}"), metrics(tmp_path / f"some-{i}")
         pd.testing.assert_frame_equal(a[columns], b[columns])
         assert results[i].iterations == 30
+
+
+@pytest.mark.parametrize("algo", ["ppo", "td3"])
+def test_a_next_batch_of_the_same_shapes_reuses_the_batch_and_follows_its_runs(
+    tmp_path: Path, algo: str, caplog
+) -> None:
+    """A worker keeps its last batch (on CUDA with the captured graph): the next batch of the
+    same shapes and size is copied into the same objects, and each of its members still
+    trains exactly as its run alone, nothing of the previous batch left in it."""
+    if algo == "ppo":
+        base = ["env.num_envs=32", "experiment.total_env_steps=1024", "experiment.log_interval=1"]
+        first, second = DISCRETE[:2], [["experiment.seed=11", "algo.lr=5e-4"], DISCRETE[2]]
+    else:
+        base = [*OFF_POLICY, "algo.name=td3", "experiment.total_env_steps=480"]
+        first, second = OFF_POLICY_MEMBERS["td3"][:2], OFF_POLICY_MEMBERS["td3"][1:]
+    runs = configs(*base, members=second)
+    for i, config in enumerate(runs):
+        train(config, run_dir=tmp_path / f"alone-{i}")
+    train_members(
+        [Member(c, tmp_path / f"a-{i}") for i, c in enumerate(configs(*base, members=first))]
+    )
+    with caplog.at_level(logging.INFO, logger="vecbench.run"):
+        train_members([Member(c, tmp_path / f"b-{i}") for i, c in enumerate(runs)])
+    assert "the last batch's objects and captured iteration serve this batch too" in caplog.messages
+    columns = ["episodes", "episode_return", "episode_length"]
+    columns += LOSSES if algo == "ppo" else ["critic_loss", "actor_loss", "q_mean"]
+    for i in range(2):
+        a, b = metrics(tmp_path / f"alone-{i}"), metrics(tmp_path / f"b-{i}")
+        assert len(a) == len(b) > 1
+        for column in columns:
+            assert b[column].to_numpy() == pytest.approx(
+                a[column].to_numpy(), rel=1e-3, abs=1e-5, nan_ok=True
+            ), column
