@@ -210,9 +210,10 @@ def test_batched_off_policy_iteration_has_no_host_sync(algo: str) -> None:
 
 def test_quadruped_members_follow_their_runs_alone_on_cuda(tmp_path) -> None:
     """MJX on the GPU. Two quadrupeds with their own seeds and payload ranges as blocks of
-    one batched env step as each env alone over 24 steps with resets (ends exactly;
-    observations and rewards within float rounding: XLA compiles 512 envs' physics apart
-    from 256's, and contact dynamics grow such differences, so longer horizons part). Two
+    one batched env step as each env alone over 24 steps with resets (resets and ends
+    exactly; observations and rewards within 1e-2: XLA compiles 512 envs' physics apart from
+    256's, and contact dynamics grow such differences, to 1.6e-3 in one of 26,624 values on
+    an H200, so longer horizons part). Two
     PPO members (eager: JAX is outside torch's graph) log their runs' first row."""
     import pandas as pd
 
@@ -258,8 +259,8 @@ def test_quadruped_members_follow_their_runs_alone_on_cuda(tmp_path) -> None:
             torch.testing.assert_close(
                 getattr(together, field),
                 torch.cat([getattr(s, field) for s in apart]),
-                atol=1e-3,
-                rtol=1e-3,
+                atol=1e-2,
+                rtol=1e-2,
             )
 
     train_members([Member(config(*s), tmp_path / f"member-{i}") for i, s in enumerate(setups)])
