@@ -20,7 +20,8 @@ MODE_NAMES = {"env": "env only", "inference": "env + policy", "train": "training
 
 def throughput_scaling(table: pd.DataFrame) -> Figure:
     """steps/s against num_envs, log-log, one line per mode, with ideal linear scaling."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(9.6, 4.8))
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # a colour each for up to 20 modes
     for mode, part in table.groupby("mode", sort=False):
         part = part.sort_values("num_envs")
         (line,) = ax.plot(
@@ -48,7 +49,8 @@ def throughput_scaling(table: pd.DataFrame) -> Figure:
     ax.set_xlabel("parallel envs (num_envs)")
     ax.set_ylabel("env steps per second")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    # Beside the axes: a dozen modes' legend inside them hides the curves.
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 

@@ -211,9 +211,11 @@ def test_batched_off_policy_iteration_has_no_host_sync(algo: str) -> None:
 def test_quadruped_members_follow_their_runs_alone_on_cuda(tmp_path) -> None:
     """MJX on the GPU. Two quadrupeds with their own seeds and payload ranges as blocks of
     one batched env step as each env alone through three episodes of 3 steps (resets and
-    ends exactly, observations and rewards within 1e-3: XLA compiles 512 envs' physics apart
-    from 256's and runs it nondeterministically on the GPU; contact dynamics grow such
-    differences, past 1e-2 within 24 steps on an H200, so longer horizons part). Two
+    ends exactly; observations and rewards within 1e-2, against resets drawn apart that
+    differ by tenths: XLA compiles 512 envs' physics apart from 256's and runs it
+    nondeterministically on the GPU, and contact solves grow the differences, to 1.2e-3 in
+    one joint velocity of 26,624 values within 3 steps and past 1e-2 within 24 on an H200,
+    so longer horizons part). Two
     PPO members (eager: JAX is outside torch's graph) log their runs' first row."""
     import pandas as pd
 
@@ -259,8 +261,8 @@ def test_quadruped_members_follow_their_runs_alone_on_cuda(tmp_path) -> None:
             torch.testing.assert_close(
                 getattr(together, field),
                 torch.cat([getattr(s, field) for s in apart]),
-                atol=1e-3,
-                rtol=1e-3,
+                atol=1e-2,
+                rtol=1e-2,
             )
 
     train_members([Member(config(*s), tmp_path / f"member-{i}") for i, s in enumerate(setups)])
