@@ -21,37 +21,31 @@ from torch import nn
 from algos import sac, td3
 from algos.offpolicy import OffPolicyConfig
 from algos.optim import Adam
-from algos.ppo_members import _BatchedLinear, clip_member_gradients, merge_moments
+from algos.ppo_members import (
+    _BatchedLinear,
+    check_shapes,
+    clip_member_gradients,
+    merge_moments,
+)
 from algos.replay import StackedReplay
 from envs.base import ActionSpace, EnvStep
 from envs.wrappers import RunningMeanStd
 
 # Settings that change shapes, loop counts or code paths: equal within a batch.
+_SHARED_SHAPE_KEYS = (
+    "num_steps",
+    "updates_per_iteration",
+    "batch_size",
+    "buffer_size",
+    "learning_starts",
+    "n_step",
+    "hidden",
+    "activation",
+    "normalize_observations",
+)
 SHAPE_KEYS = {
-    "sac": (
-        "num_steps",
-        "updates_per_iteration",
-        "batch_size",
-        "buffer_size",
-        "learning_starts",
-        "n_step",
-        "hidden",
-        "activation",
-        "normalize_observations",
-        "autotune_alpha",
-    ),
-    "td3": (
-        "num_steps",
-        "updates_per_iteration",
-        "batch_size",
-        "buffer_size",
-        "learning_starts",
-        "n_step",
-        "hidden",
-        "activation",
-        "normalize_observations",
-        "policy_delay",
-    ),
+    "sac": (*_SHARED_SHAPE_KEYS, "autotune_alpha"),
+    "td3": (*_SHARED_SHAPE_KEYS, "policy_delay"),
 }
 # Per-member [K] tensors (TD3's exploration_noise_min gives per-env stds, drawn per member).
 MEMBER_KEYS = {
@@ -85,10 +79,7 @@ class OffPolicyMembers:
     ) -> None:
         c = self.config = configs[0]
         self.name = c.name
-        for other in configs[1:]:
-            for key in SHAPE_KEYS[self.name]:
-                if getattr(other, key) != getattr(c, key):
-                    raise ValueError(f"algo.{key} must be equal within a batch")
+        check_shapes(configs, SHAPE_KEYS[self.name])
         if action_space.kind != "continuous":
             raise ValueError(f"{c.name} needs continuous actions")
         self.members = len(configs)

@@ -36,7 +36,8 @@ class PPOConfig:
     value_coef: float = 1.0  # weight of the value loss
     entropy_coef: float = 0.0  # weight of the entropy bonus
     lr: float = 3e-4  # Adam's learning rate (the start of a schedule)
-    # fixed; linear: to 0 over the budget; adaptive: from the KL (rsl_rl's rule)
+    # fixed; linear: to 0 over the budget; adaptive: from the KL, kept in [1e-5, 1e-2]
+    # (rsl_rl's rule)
     lr_schedule: Literal["fixed", "linear", "adaptive"] = "adaptive"
     desired_kl: float = 0.005  # target KL of the adaptive schedule
     max_grad_norm: float = 1.0  # gradient norm clipped to this

@@ -79,6 +79,14 @@ class _BatchedLinear(torch.autograd.Function):
         return torch.bmm(grad, w), gw.transpose(1, 2), grad.sum(1)
 
 
+def check_shapes(configs: list[Any], keys: tuple[str, ...]) -> None:
+    """Members of one batch agree on every key that sets a shape or a loop."""
+    for other in configs[1:]:
+        for key in keys:
+            if getattr(other, key) != getattr(configs[0], key):
+                raise ValueError(f"algo.{key} must be equal within a batch")
+
+
 @torch.no_grad()
 def merge_moments(
     mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor, obs: torch.Tensor
@@ -125,10 +133,7 @@ class PPOMembers:
         generators: list[torch.Generator],
     ) -> None:
         c = self.config = configs[0]
-        for other in configs[1:]:
-            for key in SHAPE_KEYS:
-                if getattr(other, key) != getattr(c, key):
-                    raise ValueError(f"algo.{key} must be equal within a batch")
+        check_shapes(configs, SHAPE_KEYS)
         self.members = k = len(configs)
         self.num_envs = num_envs  # N, per member
         self.device = device

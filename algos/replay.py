@@ -63,18 +63,20 @@ class ReplayBuffer:
         observation the action led to, before any reset), terminated [N] bool, ended [N]
         bool (terminated or truncated; default: terminated). Every insert holds the same N
         envs in the same order, so env e's next transition lies N rows after its last."""
-        n = obs.shape[0]
+        axis = self.obs.dim() - 2  # the row axis: 0, or 1 behind a member axis
+        n = obs.shape[axis]
         if n > self.capacity:
             raise ValueError(f"cannot insert {n} transitions into a buffer of {self.capacity}")
         if self._offsets.numel() != n:
             self._offsets = torch.arange(n, device=self.device)  # once per batch size
         rows = (self._position + self._offsets) % self.capacity  # [N]
-        self.obs[rows] = obs
-        self.actions[rows] = actions
-        self.rewards[rows] = rewards
-        self.next_obs[rows] = next_obs
-        self.terminated[rows] = terminated.to(self.terminated.dtype)
-        self.ended[rows] = (terminated if ended is None else ended).to(self.ended.dtype)
+        at = (slice(None),) * axis + (rows,)
+        self.obs[at] = obs
+        self.actions[at] = actions
+        self.rewards[at] = rewards
+        self.next_obs[at] = next_obs
+        self.terminated[at] = terminated.to(self.terminated.dtype)
+        self.ended[at] = (terminated if ended is None else ended).to(self.ended.dtype)
         self._position.add_(n).remainder_(self.capacity)
         self._size.add_(n).clamp_(max=self.capacity)
         self.advance(n)
@@ -171,8 +173,8 @@ class ReplayBuffer:
 
 class StackedReplay(ReplayBuffer):
     """One ring buffer per member of a batch, stacked [K, capacity, ...]; every member
-    inserts its N envs' transitions at the same rows and samples with its own generator the
-    indices its run alone would draw (algos.offpolicy_members)."""
+    inserts its N envs' transitions ([K, N, ...] to `add`) at the same rows and samples with
+    its own generator the indices its run alone would draw (algos.offpolicy_members)."""
 
     def __init__(
         self,
@@ -195,30 +197,6 @@ class StackedReplay(ReplayBuffer):
     @property
     def members(self) -> int:
         return self.obs.shape[0]
-
-    def add(
-        self,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        rewards: torch.Tensor,
-        next_obs: torch.Tensor,
-        terminated: torch.Tensor,
-        ended: torch.Tensor | None = None,
-    ) -> None:
-        """[K, N, ...] per member, as `ReplayBuffer.add` takes [N, ...]."""
-        n = obs.shape[1]
-        if self._offsets.numel() != n:
-            self._offsets = torch.arange(n, device=self.device)
-        rows = (self._position + self._offsets) % self.capacity  # [N]
-        self.obs[:, rows] = obs
-        self.actions[:, rows] = actions
-        self.rewards[:, rows] = rewards
-        self.next_obs[:, rows] = next_obs
-        self.terminated[:, rows] = terminated.to(self.terminated.dtype)
-        self.ended[:, rows] = (terminated if ended is None else ended).to(self.ended.dtype)
-        self._position.add_(n).remainder_(self.capacity)
-        self._size.add_(n).clamp_(max=self.capacity)
-        self.advance(n)
 
     def sample_members(
         self,

@@ -218,7 +218,7 @@ def _add_set(parser: argparse.ArgumentParser, help: str) -> None:
 def _overrides(args: argparse.Namespace) -> list[str]:
     """--set values, plus --device and --wandb where the command has them."""
     overrides = list(args.overrides)
-    if getattr(args, "device", None):
+    if getattr(args, "device", None) is not None:  # "" too: a mistake, not the default
         from harness.config import DEVICE_NAMES
         from harness.errors import ConfigError, shown
 

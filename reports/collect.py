@@ -266,7 +266,7 @@ def _read_storage(url: str, names: list[str], problems: list[str]) -> list[Study
         storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
         known = optuna.get_all_study_names(storage)
     except Exception as err:
-        why = redact(one_line(str(err), 300))
+        why = redact(one_line(str(err), 300), url)
         raise ReportError(f"storage {redact(url)}: cannot be read ({why})") from None
     out = []
     for name in names or known:

@@ -195,8 +195,9 @@ def _rdb(
         )
     except Exception as err:  # sqlalchemy raises many kinds for a bad or unreachable URL
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        first = redact(first.replace(url, redact(url)))
-        raise ConfigError(f"storage {redact(url)} is unreachable or invalid: {first}") from None
+        raise ConfigError(
+            f"storage {redact(url)} is unreachable or invalid: {redact(first, url)}"
+        ) from None
 
 
 CONNECT_TIMEOUT_S = 10  # a server that accepts and never answers fails, not hangs
@@ -217,12 +218,23 @@ def journal_url(url: str) -> str:
 
 # user:password@ wherever it stands (also in a URL missing a slash or its scheme), and a
 # password=... query parameter.
-_USERINFO = re.compile(r"(^|/|\s|['\"])([^:/@\s'\"]+):([^@\s'\"/]+)@")
-_PASSWORD_PARAM = re.compile(r"(?i)\b(password|passwd|pwd)=[^&\s'\"]*")
+# (The user may be empty; a password with an unencoded @ runs to the host's @.)
+_USERINFO = re.compile(r"(^|/|\s|['\"])([^:/@\s'\"]*):([^\s'\"/]+)@")
+_PASSWORD_PARAM = re.compile(r"(?i)\b(password|passwd|pwd)=([^&\s'\"]*)")
 
 
-def redact(text: str) -> str:
+def redact(text: str, url: str | None = None) -> str:
     """``text`` (a URL, or a message quoting one) without passwords: what is printed,
-    logged or put in a message."""
+    logged or put in a message. With ``url``, its password (and the pieces a driver may
+    quote of one that holds an @) is taken out of ``text`` wherever it stands."""
+    for secret in _secrets(url or ""):
+        text = text.replace(secret, "***")
     text = _USERINFO.sub(r"\1\2:***@", text)
     return _PASSWORD_PARAM.sub(r"\1=***", text)
+
+
+def _secrets(url: str) -> list[str]:
+    found = [m.group(3) for m in _USERINFO.finditer(url)]
+    found += [m.group(2) for m in _PASSWORD_PARAM.finditer(url)]
+    pieces = [piece for secret in found for piece in secret.split("@") if len(piece) >= 3]
+    return sorted({*found, *pieces} - {""}, key=len, reverse=True)

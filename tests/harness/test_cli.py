@@ -250,6 +250,11 @@ BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
             "vecbench report --help)",
         ),
         (["frobnicate"], {}, "error: vecbench: argument command: invalid choice: 'frobnicate'"),
+        (
+            ["train", "--device", ""],
+            {},
+            "error: --device must be auto, cpu, cuda or cuda:K, got ''",
+        ),
     ],
     ids=[
         "set-not-yaml",
@@ -272,6 +277,7 @@ BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
         "not-a-regular-file",
         "argparse-type",
         "argparse-choice",
+        "device-empty",
     ],
 )
 def test_bad_input_classes_are_one_line_naming_the_key_or_path(
