@@ -314,7 +314,7 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
     import pandas as pd
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    from harness.tracking import strict_json
+    from harness.files import strict_json
 
     out.with_suffix(".json").write_text(strict_json(rows))
     pd.DataFrame(rows).to_csv(out.with_suffix(".csv"), index=False)

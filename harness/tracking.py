@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import json
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -40,6 +38,7 @@ from harness.config import (
     to_dict,
 )
 from harness.errors import ConfigError, RunDirError, one_line
+from harness.files import atomic_write, read_json, remove_quietly, strict_json, write_error
 from harness.metrics_csv import MetricRows, read_metric_rows
 
 CONFIG_FILE = "config.yaml"
@@ -135,8 +134,8 @@ class RunStore:
         try:
             store.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise _write_error(store.dir, err, "create the run directory") from None
-        _atomic_write(store.dir / CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False))
+            raise write_error(store.dir, err, "create the run directory") from None
+        atomic_write(store.dir / CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False))
         store.write_meta({**meta, "config_hash": config_hash(config)})
         return store
 
@@ -167,23 +166,23 @@ class RunStore:
             raise RunDirError(str(err)) from None
 
     def meta(self) -> dict[str, Any]:
-        return _read_json(self.dir / META_FILE)
+        return read_json(self.dir / META_FILE)
 
     def write_meta(self, meta: dict[str, Any]) -> None:
-        _atomic_write(self.dir / META_FILE, json.dumps(meta, indent=2, default=str))
+        atomic_write(self.dir / META_FILE, json.dumps(meta, indent=2, default=str))
 
     def summary(self) -> dict[str, Any]:
         """summary.json, with its nulls (numbers that were NaN) read back as NaN."""
-        summary = _read_json(self.dir / SUMMARY_FILE)
+        summary = read_json(self.dir / SUMMARY_FILE)
         return {k: math.nan if v is None else v for k, v in summary.items()}
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Strict JSON: a NaN or infinite number is written as null."""
-        _atomic_write(self.dir / SUMMARY_FILE, strict_json(summary))
+        atomic_write(self.dir / SUMMARY_FILE, strict_json(summary))
 
     def write_eval(self, record: dict[str, Any]) -> None:
         """eval.json: the latest `vecbench eval` of this run (strict JSON, as summary.json)."""
-        _atomic_write(self.dir / EVAL_FILE, strict_json(record))
+        atomic_write(self.dir / EVAL_FILE, strict_json(record))
 
     # Metrics -----------------------------------------------------------------------------
 
@@ -212,7 +211,7 @@ class RunStore:
                         f.truncate(end)
                     raise
         except OSError as err:
-            raise _write_error(path, err, "append a metrics row", self.dir) from None
+            raise write_error(path, err, "append a metrics row", self.dir) from None
 
     def truncate_metrics(self, max_env_steps: int) -> None:
         """Drop rows logged after the checkpoint a resumed run starts from."""
@@ -239,8 +238,8 @@ class RunStore:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except OSError as err:
-            _remove(tmp)
-            raise _write_error(path, err, "rewrite the metrics", self.dir) from None
+            remove_quietly(tmp)
+            raise write_error(path, err, "rewrite the metrics", self.dir) from None
 
     def metrics(self) -> Any:
         """The metrics table as a pandas DataFrame (see `read_metrics`)."""
@@ -261,8 +260,8 @@ class RunStore:
             torch.save(state, tmp)
             os.replace(tmp, path)
         except (OSError, RuntimeError) as err:  # torch's zip writer raises RuntimeError
-            _remove(tmp)
-            raise _write_error(path, err, "write the checkpoint", self.dir) from None
+            remove_quietly(tmp)
+            raise write_error(path, err, "write the checkpoint", self.dir) from None
 
     def has_checkpoint(self) -> bool:
         return (self.dir / CHECKPOINT_FILE).is_file()
@@ -365,7 +364,7 @@ class WandbTracker:
         # after the summary, and would overwrite the summary's values with its own.
         self.run.log(row, step=step, commit=True)
         self.last_step = step
-        _atomic_write(self._step_file, str(step))
+        atomic_write(self._step_file, str(step))
 
     def finish(self, summary: Mapping[str, Any]) -> None:
         if self.tensorboard is not None:
@@ -395,74 +394,3 @@ def _env_steps(row: dict[str, str]) -> float:
 def _csv_header(path: Path) -> list[str]:
     with path.open(newline="") as f:
         return next(csv.reader(f), [])
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise RunDirError(f"{path}: missing")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise RunDirError(f"{path}: corrupt JSON: {err}") from None
-
-
-def strict_json(data: Any) -> str:
-    """JSON that strict readers take: NaN and infinities (at any depth) become null."""
-    return json.dumps(_finite(data), indent=2, default=str, allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as err:
-        _remove(tmp)
-        raise _write_error(path, err, "write") from None
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(OSError):  # on a read-only file system it was never created
-        path.unlink(missing_ok=True)
-
-
-def _disk_full(path: Path) -> bool:
-    try:
-        return shutil.disk_usage(path.parent).free < 1 << 20
-    except OSError:
-        return False
-
-
-def _write_error(
-    path: Path, err: OSError | RuntimeError, what: str, run_dir: Path | None = None
-) -> RunDirError:
-    """One line: the path, what failed and why, and what to do about it."""
-    code = getattr(err, "errno", None)
-    reason = getattr(err, "strerror", None) or one_line(str(err), 200)
-    if code is None and _disk_full(path):  # torch.save reports a full disk in its own words
-        code, reason = errno.ENOSPC, os.strerror(errno.ENOSPC)
-    # Another --run-dir helps only a run directory still to be made.
-    fresh = what == "create the run directory"
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        advice = "free disk space"
-    elif code in (errno.EROFS, errno.EACCES, errno.EPERM):
-        advice = "make it writable"
-        advice += " or choose another --run-dir (experiment.run_root)" if fresh else ""
-    elif code in (errno.ENOTDIR, errno.EEXIST):
-        advice = "a part of the path is a file"
-        advice += "; choose another --run-dir (experiment.run_root)" if fresh else ""
-    else:
-        advice = "check free disk space and permissions"
-    if run_dir is not None:  # mid-run: what was written is kept and the run can go on
-        advice += f", then continue with: vecbench train --resume {run_dir}"
-    return RunDirError(f"{path}: cannot {what} ({reason}); {advice}")

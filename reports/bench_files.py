@@ -11,7 +11,7 @@ def write_result(out: Path, stem: str, result: dict[str, Any], rows: list[dict[s
     returns the rows as a printable table."""
     import pandas as pd
 
-    from harness.tracking import strict_json
+    from harness.files import strict_json
 
     (out / f"{stem}.json").write_text(strict_json(result))
     table = pd.DataFrame(rows)
