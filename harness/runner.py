@@ -6,6 +6,7 @@ accumulate as tensors and are turned into numbers in one transfer per interval.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -203,6 +204,9 @@ class _Training:
         )
         if tracker.run_id and meta.get("wandb_run_id") != tracker.run_id:
             self.store.write_meta({**meta, "wandb_run_id": tracker.run_id})
+        if self.env_steps and tracker.active and tracker.last_step < self.env_steps:
+            with contextlib.suppress(RunDirError):  # no metrics.csv yet: nothing to send
+                tracker.backfill(self.store.metrics())  # rows an earlier segment lost
         if store is None:
             log.disabled = True  # rank 0 speaks for the run
         log.info(

@@ -337,6 +337,12 @@ class WandbTracker:
             # ones it was sent before the interruption, so those steps are not sent again.
             text = self._step_file.read_text().strip()
             self.last_step = int(text) if text.isdigit() else -1
+        if run_id and tracking.wandb == "offline":
+            # Sent is not stored: a killed segment's file may hold less (`backfill` sends
+            # the rest from metrics.csv).
+            from harness.wandb_files import stored_last_step
+
+            self.last_step = min(self.last_step, stored_last_step(Path(run_dir), run_id))
 
     @property
     def run_id(self) -> str | None:
@@ -353,6 +359,11 @@ class WandbTracker:
         """A metrics row at ``step``, with ``videos`` (GIF or MP4 files) in the same W&B row."""
         if self.tensorboard is not None:
             self.tensorboard.log(metrics, step)
+        self._send(metrics, step, videos)
+
+    def _send(
+        self, metrics: Mapping[str, float], step: int, videos: Mapping[str, Path] | None = None
+    ) -> None:
         if self.run is None or step <= self.last_step:
             return
         row: dict[str, Any] = dict(metrics)
@@ -365,6 +376,12 @@ class WandbTracker:
         self.run.log(row, step=step, commit=True)
         self.last_step = step
         atomic_write(self._step_file, str(step))
+
+    def backfill(self, rows: Any) -> None:
+        """Send the rows of ``rows`` (metrics.csv's DataFrame) that W&B has not stored: a
+        resumed run's rows up to its checkpoint, which training will not log again."""
+        for row in rows.to_dict("records"):
+            self._send(row, int(row["env_steps"]))  # TensorBoard's segment starts after them
 
     def finish(self, summary: Mapping[str, Any]) -> None:
         if self.tensorboard is not None:

@@ -163,7 +163,12 @@ class _MujocoRenderer:
     """MuJoCo's renderer over the task's XML; each env's joint positions set in turn."""
 
     def __init__(self, task: str) -> None:
+        # Triton's LLVM must be loaded before Mesa's (EGL's software renderer): the first
+        # torch.optim optimiser imports torch._dynamo and with it Triton, which segfaults
+        # in a process where Mesa's LLVM is already loaded (a report drawing several
+        # runs' clips, SAC and TD3 among them).
         import mujoco
+        import torch._dynamo  # noqa: F401
 
         if task == "arm":
             from envs.arm import MODEL_PATH

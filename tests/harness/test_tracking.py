@@ -182,6 +182,44 @@ def test_wandb_after_resume_logs_each_step_once_and_the_summary_of_summary_json(
     assert logged["env_steps"] == summary["env_steps"] == 6144
 
 
+def test_wandb_rows_a_killed_segment_lost_are_sent_again_on_resume(tmp_path: Path) -> None:
+    """kill -9 can stop W&B's writer before it flushes: the segment's offline file then
+    holds its header alone, while vecbench-last-step says those steps were sent. A resumed
+    run reads what the files hold and first sends metrics.csv's missing rows: every step
+    once, in order."""
+    from harness.runner import resume, train
+    from harness.wandb_files import read_records
+    from tests.helpers.wandb_records import logged_history
+
+    def interrupt(row) -> None:
+        if row["iteration"] == 8:
+            raise KeyboardInterrupt
+
+    config = load_config(
+        overrides=[
+            *TINY,
+            "tracking.wandb=offline",
+            "experiment.checkpoint_interval=5",
+            "experiment.total_env_steps=6144",  # 12 iterations, a row every 2
+        ]
+    )
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run_dir=run_dir, on_log=interrupt)
+    (killed,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    killed.write_bytes(killed.read_bytes()[:7])  # what kill -9 left: the header alone
+    assert (run_dir / "wandb" / "vecbench-last-step").read_text() == "4096"  # iteration 8
+    resume(run_dir)
+    first, second = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert first == killed and read_records(first) == []
+    metrics = RunStore.open(run_dir).metrics()
+    history = logged_history(second)
+    assert [h["iteration"] for h in history] == list(metrics["iteration"]) == [2, 4, 6, 8, 10, 12]
+    assert [h["episode_return"] for h in history] == pytest.approx(
+        list(metrics["episode_return"]), nan_ok=True
+    )
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

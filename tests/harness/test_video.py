@@ -122,3 +122,23 @@ def test_bad_video_interval_is_refused(tmp_path: Path, override: str, message: s
     with pytest.raises((ConfigError, ValueError), match=message):
         train(load_config(overrides=["tracking.wandb=disabled", override]), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_an_optimiser_after_a_mujoco_frame_does_not_crash_the_process() -> None:
+    """Mesa's EGL loads its own LLVM; Triton's (imported by the first torch.optim
+    optimiser, through torch._dynamo) segfaulted when it came second. The renderer loads
+    Triton's first, so a process may draw a clip and then build a SAC or TD3 run."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\n"
+        "from harness.video import renderer\n"
+        "renderer('arm')\n"
+        "torch.optim.Adam([torch.zeros(2, requires_grad=True)])\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -1,61 +1,13 @@
-"""Read back what W&B wrote to an offline run file (``run-<id>.wandb``).
-
-The file is a LevelDB-style log (a 7-byte ``:W&B`` header, 32 KiB blocks of chunks with a
-7-byte chunk header) of protobuf ``Record`` messages. wandb no longer ships a reader, so
-the tests carry this one to check the logged config and metrics themselves.
-"""
+"""Read back what W&B wrote to an offline run file (``run-<id>.wandb``), through
+`harness.wandb_files.read_records`."""
 
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 from typing import Any
 
-from wandb.proto import wandb_internal_pb2
-
-BLOCK = 32 * 1024
-HEADER = 7
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-
-
-def read_records(path: Path) -> list[Any]:
-    data = Path(path).read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path}: not a W&B run file")
-    records, pending, pos = [], b"", HEADER
-    while pos + HEADER <= len(data):
-        left_in_block = BLOCK - pos % BLOCK
-        if left_in_block < HEADER:
-            pos += left_in_block  # zero padding at a block's end
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
-        chunk = data[pos + HEADER : pos + HEADER + length]
-        pos += HEADER + length
-        if kind == 0 and length == 0:
-            continue
-        if kind == FULL:
-            pending = chunk
-        elif kind == FIRST:
-            pending = chunk
-            continue
-        elif kind == MIDDLE:
-            pending += chunk
-            continue
-        else:
-            pending += chunk
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(pending)
-        records.append(record)
-        pending = b""
-    return records
-
-
-def run_file(run_dir: Path) -> Path:
-    files = sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
-    if not files:
-        raise FileNotFoundError(f"{run_dir}: no offline W&B run file")
-    return files[-1]
+from harness.wandb_files import read_records, run_file  # noqa: F401 (run_file: for the tests)
 
 
 def finished_records(path: Path, wait_s: float = 30.0) -> list[Any]:
