@@ -148,11 +148,10 @@ def test_read_only_file_system_for_the_summary_keeps_no_temporary(
     assert store.summary() == {"completed": False}
 
 
-def test_wandb_after_resume_logs_each_step_once_and_the_summary_of_summary_json(
-    tmp_path: Path,
-) -> None:
-    from harness.runner import resume, train
-    from tests.helpers.wandb_records import logged_history, logged_summary
+def interrupted_run(tmp_path: Path) -> Path:
+    """An offline-W&B run of 12 iterations (a row every 2, a checkpoint every 5) stopped
+    by Ctrl-C at iteration 8."""
+    from harness.runner import train
 
     def interrupt(row) -> None:
         if row["iteration"] == 8:
@@ -163,12 +162,22 @@ def test_wandb_after_resume_logs_each_step_once_and_the_summary_of_summary_json(
             *TINY,
             "tracking.wandb=offline",
             "experiment.checkpoint_interval=5",
-            "experiment.total_env_steps=6144",  # 12 iterations, a row every 2
+            "experiment.total_env_steps=6144",
         ]
     )
     run_dir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(config, run_dir=run_dir, on_log=interrupt)
+    return run_dir
+
+
+def test_wandb_after_resume_logs_each_step_once_and_the_summary_of_summary_json(
+    tmp_path: Path,
+) -> None:
+    from harness.runner import resume
+    from tests.helpers.wandb_records import logged_history, logged_summary
+
+    run_dir = interrupted_run(tmp_path)
     resume(run_dir)  # from iteration 5: rows 6 and 8 are trained and written again
     first, second = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     history = logged_history(first) + logged_history(second)
@@ -187,25 +196,11 @@ def test_wandb_rows_a_killed_segment_lost_are_sent_again_on_resume(tmp_path: Pat
     holds its header alone, while vecbench-last-step says those steps were sent. A resumed
     run reads what the files hold and first sends metrics.csv's missing rows: every step
     once, in order."""
-    from harness.runner import resume, train
+    from harness.runner import resume
     from harness.wandb_files import read_records
     from tests.helpers.wandb_records import logged_history
 
-    def interrupt(row) -> None:
-        if row["iteration"] == 8:
-            raise KeyboardInterrupt
-
-    config = load_config(
-        overrides=[
-            *TINY,
-            "tracking.wandb=offline",
-            "experiment.checkpoint_interval=5",
-            "experiment.total_env_steps=6144",  # 12 iterations, a row every 2
-        ]
-    )
-    run_dir = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        train(config, run_dir=run_dir, on_log=interrupt)
+    run_dir = interrupted_run(tmp_path)
     (killed,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     killed.write_bytes(killed.read_bytes()[:7])  # what kill -9 left: the header alone
     assert (run_dir / "wandb" / "vecbench-last-step").read_text() == "4096"  # iteration 8
