@@ -26,6 +26,7 @@ from algos.ppo_members import (
     check_shapes,
     clip_member_gradients,
     merge_moments,
+    standardize,
 )
 from algos.replay import StackedReplay
 from envs.base import ActionSpace, EnvStep
@@ -193,8 +194,7 @@ class OffPolicyMembers:
     def _norm(self, obs: torch.Tensor) -> torch.Tensor:
         if not self.config.normalize_observations:
             return obs
-        mean, var = self.obs_mean.unsqueeze(1), self.obs_var.unsqueeze(1)
-        return ((obs - mean) / torch.sqrt(var + 1e-8)).clamp(-self.obs_clip, self.obs_clip)
+        return standardize(obs, self.obs_mean, self.obs_var, self.obs_clip)
 
     # Collection ---------------------------------------------------------------------------
 

@@ -108,6 +108,14 @@ def merge_moments(
     count.copy_(total)
 
 
+def standardize(
+    obs: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, clip: float
+) -> torch.Tensor:
+    """``obs`` [K, N, O] standardised by each member's mean and var [K, O] and clipped, as
+    envs.wrappers.RunningMeanStd does for one run."""
+    return ((obs - mean.unsqueeze(1)) / torch.sqrt(var.unsqueeze(1) + 1e-8)).clamp(-clip, clip)
+
+
 @torch.no_grad()
 def clip_member_gradients(params: list[torch.Tensor], max_norm: torch.Tensor) -> None:
     """Each member's gradient norm over stacked ``params`` [K, ...] clipped to its
@@ -197,10 +205,8 @@ class PPOMembers:
         """[K, N, O] standardised by each member's statistics."""
         if not self.normalize:
             return obs
-        mean = self.buffers["obs_norm.mean"].unsqueeze(1)
-        var = self.buffers["obs_norm.var"].unsqueeze(1)
-        clip = self.template.obs_norm.clip
-        return ((obs - mean) / torch.sqrt(var + 1e-8)).clamp(-clip, clip)
+        mean, var = self.buffers["obs_norm.mean"], self.buffers["obs_norm.var"]
+        return standardize(obs, mean, var, self.template.obs_norm.clip)
 
     def _update_norm(self, obs: torch.Tensor) -> None:
         mean, var, count = (self.buffers[f"obs_norm.{n}"] for n in ("mean", "var", "count"))
