@@ -46,6 +46,10 @@ class Algorithm(ABC):
     def set_progress(self, fraction: float) -> None:  # noqa: B027 - optional hook
         """Fraction of the training budget done, in [0, 1], for schedules."""
 
+    def compile(self) -> None:  # noqa: B027 - optional hook
+        """torch.compile what the algorithm runs each iteration (experiment.compile): the
+        same computation, rounding aside; a no-op where nothing is compiled."""
+
     # CUDA graphs (harness.graphs.Iterations): whether the config allows a capture at all is
     # the algorithm config's `not_capturable`; these say when, and keep host counters right.
 

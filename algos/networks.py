@@ -44,9 +44,18 @@ class CategoricalHead(nn.Module):
         return self.n
 
     def sample(self, out: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return self.sample_from(out, self.noise(out.shape[0], out.device, generator))
+
+    def noise(
+        self, batch: int, device: torch.device, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """The random numbers `sample_from` turns into ``batch`` actions (apart, so that a
+        compiled policy takes them as input and draws what the eager one draws)."""
+        return torch.rand((batch, self.n), device=device, generator=generator)
+
+    def sample_from(self, out: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         # Gumbel-max: one argmax, no validity check that would wait on the GPU.
-        u = torch.rand(out.shape, device=out.device, generator=generator)
-        return (out - torch.log(-torch.log(u.clamp_min(1e-20)))).argmax(-1)
+        return (out - torch.log(-torch.log(noise.clamp_min(1e-20)))).argmax(-1)
 
     def mode(self, out: torch.Tensor) -> torch.Tensor:
         return out.argmax(-1)
@@ -73,7 +82,14 @@ class GaussianHead(nn.Module):
         return self.action_size
 
     def sample(self, out: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        noise = torch.randn(out.shape, device=out.device, generator=generator)
+        return self.sample_from(out, self.noise(out.shape[0], out.device, generator))
+
+    def noise(
+        self, batch: int, device: torch.device, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        return torch.randn((batch, self.action_size), device=device, generator=generator)
+
+    def sample_from(self, out: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return out + noise * self.log_std.exp()
 
     def mode(self, out: torch.Tensor) -> torch.Tensor:

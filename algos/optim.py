@@ -38,8 +38,13 @@ class Adam:
             p.grad = None
 
     @torch.no_grad()
-    def step(self) -> None:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+    def step(self, grads: list[torch.Tensor | None] | None = None) -> None:
+        """One step from the params' ``.grad`` or from ``grads`` (one per param)."""
+        if grads is None:
+            grads = [p.grad for p in self.params]
+        grads = [
+            torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads, strict=True)
+        ]
         self.steps += 1.0
         torch._foreach_lerp_(self.exp_avg, grads, 1.0 - self.beta1)
         torch._foreach_mul_(self.exp_avg_sq, self.beta2)

@@ -5,6 +5,7 @@ Shapes: T rollout steps, N envs, B = T * N samples, O obs size, A action size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -20,6 +21,8 @@ from algos.rollout import RolloutStorage
 from envs.base import ActionSpace, EnvStep
 from envs.wrappers import RunningMeanStd
 from harness.errors import FieldError
+
+BACKEND = "inductor"  # torch.compile's backend for PPO.compile (tests use "aot_eager")
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,14 @@ class ActorCritic(nn.Module):
     def value(self, nobs: torch.Tensor) -> torch.Tensor:
         return self._run(self.critic, nobs).squeeze(-1)
 
+    def forward(
+        self, nobs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the update differentiates: log-probabilities of ``actions``, entropies and
+        values, for normalised observations [B, O]."""
+        out = self.actor_out(nobs)
+        return self.head.log_prob(out, actions), self.head.entropy(out), self.value(nobs)
+
 
 class PPO(Algorithm):
     def __init__(
@@ -165,22 +176,81 @@ class PPO(Algorithm):
 
     # Rollout ----------------------------------------------------------------------------
 
+    def compile(self, whole_step: bool = True) -> None:
+        """Each piece of the iteration becomes a few fused kernels (on CUDA; cuBLAS does the
+        matrix products): the policy step with its storage writes, the outcome's storage
+        writes with the value of final observations, GAE with its bootstrap, and the
+        minibatch step, traced whole (`_whole_step`) or, with ``whole_step=False``, as its
+        forward and losses (AOTAutograd compiles their backward) and its clipping, Adam and
+        lr step. Random numbers and the minibatch orders stay outside, drawn from the run's
+        generator as eager runs draw them. Data-parallel runs stay eager (their collectives
+        sit between the pieces)."""
+        if world_size() > 1:
+            return
+        import torch._dynamo  # the compiler stack: seconds of import, only when asked for
+
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
+        pieces = ["_policy_step", "_outcome_step", "_gae"]
+        pieces += ["_whole_step"] if whole_step else ["_losses", "_optimizer_step"]
+        for name in pieces:
+            compiled = torch.compile(
+                getattr(self, name),
+                dynamic=False,
+                fullgraph=True,
+                backend=BACKEND,
+                # Inductor 2.11's loop reordering asserted on the discrete whole step (H200).
+                options={"loop_ordering_after_fusion": False} if BACKEND == "inductor" else None,
+            )
+            setattr(self, name, compiled)
+        if whole_step:
+            self._minibatch_step = self._whole_step  # type: ignore[method-assign]
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
+        # Drawn outside the (compiled) policy step, so compiled and eager runs draw alike.
+        noise = self.model.head.noise(obs.shape[0], obs.device, self.generator)
+        return self._policy_step(obs, noise, self.storage.policy_row())
+
+    def _policy_step(
+        self, obs: torch.Tensor, noise: torch.Tensor, rows: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        """Actions for obs [N, O]; the storage ``rows`` get the normalised obs, the actions,
+        their log-probabilities and the values (written here, so a compiled step writes
+        them from its own kernels)."""
         model = self.model
         if model.normalize:
             model.obs_norm.update(obs)
         nobs = model.norm(obs)
         out = model.actor_out(nobs)
-        actions = model.head.sample(out, self.generator)
-        self.storage.add_policy(nobs, actions, model.head.log_prob(out, actions), model.value(nobs))
+        actions = model.head.sample_from(out, noise)
+        outputs = (nobs, actions, model.head.log_prob(out, actions), model.value(nobs))
+        for row, value in zip(rows, outputs, strict=True):
+            row.copy_(value)
         return actions
 
     @torch.no_grad()
     def observe(self, step: EnvStep) -> None:
-        final_values = self.model.value(self.model.norm(step.info["final_obs"]))
-        self.storage.add_outcome(step.reward, step.terminated, step.truncated, final_values)
+        self._outcome_step(
+            step.info["final_obs"],
+            (step.reward, step.terminated, step.truncated),
+            self.storage.outcome_row(),
+        )
+        self.storage.advance()
         self.last_obs = step.obs
+
+    def _outcome_step(
+        self,
+        final_obs: torch.Tensor,
+        outcome: tuple[torch.Tensor, ...],
+        rows: tuple[torch.Tensor, ...],
+    ) -> None:
+        """The storage ``rows`` get the reward, terminated and truncated of ``outcome`` and the
+        value of the final observations."""
+        for row, value in zip(rows, (*outcome, self._value_of(final_obs)), strict=True):
+            row.copy_(value)
+
+    def _value_of(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.model.value(self.model.norm(obs))
 
     @torch.no_grad()
     def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
@@ -197,16 +267,8 @@ class PPO(Algorithm):
             raise RuntimeError("PPO.update needs a full rollout (num_steps act/observe pairs)")
         c, s = self.config, self.storage
         with torch.no_grad():
-            last_values = self.model.value(self.model.norm(self.last_obs))
-            advantages, returns = compute_gae(
-                s.rewards,
-                s.values,
-                last_values,
-                s.terminated,
-                s.truncated,
-                s.final_values,
-                c.gamma,
-                c.gae_lambda,
+            advantages, returns = self._gae(
+                s.rewards, s.values, self.last_obs, s.terminated, s.truncated, s.final_values
             )
         if c.lr_schedule == "linear":
             self.lr.copy_(c.lr * (1.0 - self.progress))
@@ -218,7 +280,6 @@ class PPO(Algorithm):
             "advantages": advantages.flatten(),  # [B]
             "returns": returns.flatten(),  # [B]
         }
-        totals = torch.zeros(5, device=self.device)  # policy, value, entropy, kl, clip frac
         minibatch = self.batch_size // c.num_minibatches
         orders = [
             torch.randperm(self.batch_size, device=self.device, generator=self.generator)
@@ -232,21 +293,72 @@ class PPO(Algorithm):
             # every minibatch's statistics over all ranks, in one collective for the update
             mean, m2, n = merged_moments(batch["advantages"][torch.stack(steps)], 1)
             adv_stats = list(torch.stack([mean, torch.sqrt(m2 / (n - 1))], 1))  # [2] each
-        for idx, stats in zip(steps, adv_stats, strict=True):
-            totals += self._minibatch_step({k: v[idx] for k, v in batch.items()}, stats)
+        pairs = zip(steps, adv_stats, strict=True)
+        # policy loss, value loss, entropy, KL, clip fraction: means over the minibatches
+        means = torch.stack([self._minibatch_step(batch, idx, st) for idx, st in pairs]).mean(0)
         s.clear()
-        return update_statistics(totals / (c.num_epochs * c.num_minibatches), self.lr)
+        return update_statistics(means, self.lr)
+
+    def _gae(
+        self,
+        rewards: torch.Tensor,
+        values: torch.Tensor,
+        last_obs: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        final_values: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        last_values = self._value_of(last_obs)
+        return compute_gae(
+            rewards, values, last_values, terminated, truncated, final_values, c.gamma, c.gae_lambda
+        )
 
     def _minibatch_step(
-        self, mb: dict[str, torch.Tensor], adv_stats: torch.Tensor | None
+        self, batch: dict[str, torch.Tensor], idx: torch.Tensor, adv_stats: torch.Tensor | None
     ) -> torch.Tensor:
-        """One gradient step; ``adv_stats`` [2] is the advantages' mean and std over every
-        rank's minibatch (None: this minibatch's own). Returns [5] detached statistics."""
-        c, model = self.config, self.model
-        out = model.actor_out(mb["obs"])
-        log_probs = model.head.log_prob(out, mb["actions"])
-        entropy = model.head.entropy(out).mean()
-        values = model.value(mb["obs"])
+        """One gradient step on the samples ``idx`` of ``batch``; ``adv_stats`` [2] is the
+        advantages' mean and std over every rank's minibatch (None: this minibatch's own).
+        Returns [5] detached statistics."""
+        loss, stats = self._losses(self.model, batch, idx, adv_stats)
+        self.optimizer.zero_grad()
+        loss.backward()
+        # KL averaged over ranks with the gradients, so that every rank adapts lr alike
+        approx_kl = average_gradients(self.model.parameters(), stats[3])
+        if approx_kl is not stats[3]:
+            stats = torch.cat([stats[:3], approx_kl.view(1), stats[4:]])
+        self._optimizer_step([p.grad for p in self.optimizer.params], approx_kl)
+        return stats
+
+    def _whole_step(
+        self, batch: dict[str, torch.Tensor], idx: torch.Tensor, adv_stats: torch.Tensor | None
+    ) -> torch.Tensor:
+        """`_minibatch_step` as one function that torch.compile traces whole (forward,
+        backward by torch.func.grad, clipping, Adam, lr), so its kernels fuse across those
+        parts: the same operations, for one process."""
+        names = [name for name, _ in self.model.named_parameters()]
+
+        def loss(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            model = lambda *args: torch.func.functional_call(self.model, params, args)  # noqa: E731
+            return self._losses(model, batch, idx, adv_stats)
+
+        grads, stats = torch.func.grad(loss, has_aux=True)(dict(self.model.named_parameters()))
+        self._optimizer_step([grads[name] for name in names], stats[3])
+        return stats
+
+    def _losses(
+        self,
+        model: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]],
+        batch: dict[str, torch.Tensor],
+        idx: torch.Tensor,
+        adv_stats: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The minibatch's loss and its [5] detached statistics (policy loss, value loss,
+        entropy, KL, clip fraction); ``model`` is ActorCritic's forward."""
+        c = self.config
+        mb = {k: v[idx] for k, v in batch.items()}
+        log_probs, entropies, values = model(mb["obs"], mb["actions"])
+        entropy = entropies.mean()
 
         adv = mb["advantages"]
         if c.normalize_advantages:
@@ -260,27 +372,19 @@ class PPO(Algorithm):
         loss = surrogate + c.value_coef * value_loss - c.entropy_coef * entropy
         with torch.no_grad():
             approx_kl = ((ratio - 1.0) - log_ratio).mean()  # k3 estimator (>= 0)
-
-        self.optimizer.zero_grad()
-        loss.backward()
-        # KL averaged over ranks with the gradients, so that every rank adapts lr alike
-        approx_kl = average_gradients(model.parameters(), approx_kl)
-        nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
-        self.optimizer.step()
-
-        with torch.no_grad():
             clip_fraction = ((ratio - 1.0).abs() > c.clip_coef).float().mean()
-            if c.lr_schedule == "adaptive":
-                self._adapt_lr(approx_kl)
-            return torch.stack(
-                [
-                    surrogate.detach(),
-                    value_loss.detach(),
-                    entropy.detach(),
-                    approx_kl,
-                    clip_fraction,
-                ]
-            )
+            stats = torch.stack([surrogate, value_loss, entropy, approx_kl, clip_fraction])
+        return loss, stats
+
+    @torch.no_grad()
+    def _optimizer_step(self, grads: list[torch.Tensor], approx_kl: torch.Tensor) -> None:
+        """Clip the gradients' norm (as nn.utils.clip_grad_norm_), step Adam, adapt lr."""
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+        scale = (self.config.max_grad_norm / (total + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_(grads, scale)
+        self.optimizer.step(grads)
+        if self.config.lr_schedule == "adaptive":
+            self._adapt_lr(approx_kl)
 
     def _adapt_lr(self, kl: torch.Tensor) -> None:
         """rsl_rl's rule, branch-free: shrink when KL > 2x target, grow when < target / 2."""

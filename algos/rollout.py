@@ -33,6 +33,21 @@ class RolloutStorage:
     def full(self) -> bool:
         return self.step == self.num_steps
 
+    def policy_row(self) -> tuple[torch.Tensor, ...]:
+        """The rows `add_policy` writes (obs, actions, log_probs, values at the cursor), for
+        a caller that writes them itself."""
+        t = self.step
+        return self.obs[t], self.actions[t], self.log_probs[t], self.values[t]
+
+    def outcome_row(self) -> tuple[torch.Tensor, ...]:
+        """The rows `add_outcome` writes (rewards, terminated, truncated, final_values);
+        `advance` moves the cursor on once they are written."""
+        t = self.step
+        return self.rewards[t], self.terminated[t], self.truncated[t], self.final_values[t]
+
+    def advance(self) -> None:
+        self.step += 1
+
     def add_policy(
         self,
         obs: torch.Tensor,

@@ -101,6 +101,7 @@ class Iterations:
         self.graph: GraphedRegion | None = None
         self.warmup = 0  # eager iterations run so far toward the capture
         self.stale = False  # eager code moved the env or obs since the last replay
+        self.replays = 0  # graph replays so far
 
     def __call__(self, obs: torch.Tensor) -> tuple[torch.Tensor, Any]:
         ready = self.algo is None or self.algo.capture_ready
@@ -109,6 +110,7 @@ class Iterations:
                 self.graph.adopt(self.env, obs)
                 self.stale = False
             out = self.graph()
+            self.replays += 1
             if self.algo is not None:
                 self.algo.replayed()
             return out

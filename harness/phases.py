@@ -3,7 +3,9 @@ update, as rsl_rl and rl_games report it.
 
 On CUDA the marks are events on the stream, read once per log interval after the row's one
 sync, so timing adds no host sync to the hot loop; on CPU they are clock readings. A
-captured iteration is one graph replay with no mark inside, so graphed runs log no split.
+captured iteration records its marks from inside the CUDA graph (external events, which
+every replay records again), so a graphed run's row has the split of the interval's last
+iteration.
 """
 
 from __future__ import annotations
@@ -24,9 +26,18 @@ class PhaseTimer:
         self.cuda = device.type == "cuda"
         self.enabled = enabled
         self.marks: list[list[object]] = []  # per iteration: start, collected, updated
+        self.captured: list[torch.cuda.Event] = []  # the marks inside a CUDA graph
+        self.replays = 0  # replays of that graph counted by the last read
 
     def mark(self, index: int) -> None:
         if not self.enabled:
+            return
+        if self.cuda and torch.cuda.is_current_stream_capturing():
+            if index == 0:
+                self.captured = []
+            event = torch.cuda.Event(enable_timing=True, external=True)
+            event.record()
+            self.captured.append(event)
             return
         if self.cuda:
             point: object = torch.cuda.Event(enable_timing=True)
@@ -38,11 +49,16 @@ class PhaseTimer:
         else:
             self.marks[-1].append(point)
 
-    def read(self) -> dict[str, float]:
+    def read(self, replays: int = 0) -> dict[str, float]:
         """{collection_s, update_s}: mean seconds per iteration over the iterations marked
-        since the last read (empty if none). On CUDA, call after the GPU work is done."""
+        since the last read; or, once ``replays`` (a count of graph replays) has grown since
+        the last read, those of the last replay. Empty if none. On CUDA, call after the GPU
+        work is done."""
         done = [m for m in self.marks if len(m) == 3]
         self.marks = []
+        if replays > self.replays and len(self.captured) == 3:
+            self.replays = replays
+            done = [list(self.captured)]
         if not done:
             return {}
         sums = [0.0, 0.0]

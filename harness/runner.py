@@ -143,14 +143,16 @@ class _Training:
         if config.tracking.tensorboard:
             summary_writer()  # a missing package fails before the run directory exists
         self.env_stepping = speed_up_env(self.env, exp.fused_env, exp.compile)
+        if exp.compile:
+            self.algo.compile()
         video = config.tracking.video_interval
         if video % exp.log_interval:
             raise ConfigError(
                 f"tracking.video_interval must be 0 or a multiple of experiment.log_interval "
                 f"({exp.log_interval}), got {video}"
             )
-        # Collection and update time per iteration; a replayed graph has no marks inside.
-        self.phases = PhaseTimer(device, enabled=not self.use_graph)
+        # Collection and update time per iteration (a graph's from its last replay).
+        self.phases = PhaseTimer(device)
         # The env draws from its own counter: only the algorithm's generator is registered.
         self.iterate = Iterations(
             self._eager_iteration, self.env, [self.algo_gen], device, self.use_graph, self.algo
@@ -351,7 +353,7 @@ class _Training:
         values = [episode[k] for k in episode] + [losses[k] / n for k in losses]
         numbers = torch.stack([v.float() for v in values]).tolist()  # the one sync per interval
         now = time.perf_counter()
-        phases = self.phases.read()  # after the sync: every mark has been reached
+        phases = self.phases.read(self.iterate.replays)  # after the sync: marks reached
         row: dict[str, Any] = {
             "iteration": self.iteration,
             "env_steps": self.env_steps,

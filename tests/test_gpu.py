@@ -363,3 +363,25 @@ def test_ppo_trains_on_the_quadruped_on_cuda(tmp_path) -> None:
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["env_stepping"] == "mjx" and meta["cuda_graph"] is False
     assert result.env_steps == 65536
+
+
+def test_graphed_run_logs_collection_and_update_time(tmp_path) -> None:
+    """A graphed iteration's marks are events inside the graph: each row has the split of
+    its last replay, and the two phases are nearly all of an iteration's wall time."""
+    import pandas as pd
+
+    config = load_config(
+        overrides=[
+            "tracking.wandb=disabled",
+            "experiment.device=cuda",
+            "experiment.cuda_graph=true",
+            "env.num_envs=4096",
+            "experiment.total_env_steps=3276800",  # 50 iterations of 65536 env steps
+            "experiment.log_interval=10",
+        ]
+    )
+    rows = pd.read_csv(train(config, run_dir=tmp_path / "run").run_dir / "metrics.csv")
+    assert (rows["collection_s"] > 0).all() and (rows["update_s"] > 0).all()
+    iteration_s = 65536 / rows["interval_env_steps_per_second"].iloc[1:]
+    ratio = ((rows["collection_s"] + rows["update_s"]).iloc[1:] / iteration_s).to_numpy()
+    assert ((ratio > 0.8) & (ratio < 1.1)).all(), ratio
