@@ -28,7 +28,6 @@ def measure(
     overrides: list[str],
     iterations: int,
     top: int = 8,
-    whole_step: bool = True,
 ) -> dict[str, Any]:
     """Kernel count of one iteration (the torch profiler over an eager one after warm-up)
     and ms per graphed iteration (median of three timings of ``iterations`` replays)."""
@@ -41,7 +40,7 @@ def measure(
     algo = make_algo(config.algo, env, device, algo_gen)
     speed_up_env(env, config.experiment.fused_env, compile)
     if compile:
-        algo.compile(whole_step=whole_step)
+        algo.compile()
 
     def iteration(obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         obs = collect(env, algo, obs)
@@ -75,7 +74,6 @@ def measure(
     return {
         "num_envs": num_envs,
         "compile": compile,
-        "whole_step": compile and whole_step,
         "kernels": sum(kernels.values()),
         "ms_per_iteration": ms,
         "env_steps_per_s": steps / ms * 1e3,
@@ -93,9 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         "--inductor", nargs="*", default=[], metavar="KEY=VALUE", help="torch._inductor.config"
     )
     parser.add_argument("--kernels", type=int, default=8, help="most frequent kernels shown")
-    parser.add_argument(
-        "--split-step", action="store_true", help="also compile the minibatch step in two parts"
-    )
     args = parser.parse_args(argv)
     if args.inductor:
         import torch._inductor.config as inductor
@@ -104,10 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             key, value = item.split("=", 1)
             setattr(inductor, key, type(getattr(inductor, key))(int(value)))
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
-    variants = [(False, True)] + ([(True, False)] if args.split_step else []) + [(True, True)]
     for n in args.num_envs:
-        for compile, whole in variants:
-            row = measure(n, compile, args.set, args.iterations, args.kernels, whole)
+        for compile in (False, True):
+            row = measure(n, compile, args.set, args.iterations, args.kernels)
             print(json.dumps(row), flush=True)
     return 0
 
