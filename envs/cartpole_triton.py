@@ -13,7 +13,6 @@ another is writing. Triton's CPU interpreter runs the kernel too (TRITON_INTERPR
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -118,10 +117,15 @@ def _store_rows(ptr, offs, mask, c0, c1, c2, c3, BLOCK: tl.constexpr):
 
 @triton.jit
 def _redraw(
-    ptr, offs, mask, done, stream, nominal, low, span, LOG: tl.constexpr, SCALE: tl.constexpr
-):
-    """Randomizer.sample for one ranged parameter, stored where done."""
-    u = _uniform(stream, offs)
+    ptr, offs, local, mask, done, stream, nominal, low, span,
+    LOG: tl.constexpr, SCALE: tl.constexpr, PER_ENV: tl.constexpr,
+):  # fmt: skip
+    """Randomizer.sample for one ranged parameter, stored where done; with PER_ENV, ``low``
+    and ``span`` point at per-env bounds (a batch of members)."""
+    u = _uniform(stream, local)
+    if PER_ENV:
+        low = tl.load(low + offs, mask=mask, other=0.0)
+        span = tl.load(span + offs, mask=mask, other=0.0)
     if LOG:
         fresh = _exp(low + span * u)
     else:
@@ -143,7 +147,7 @@ def _now(ptr, offs, mask, nominal, RANGED: tl.constexpr):
 @triton.jit
 def _cartpole_step(
     obs_in, actions, obs_out, final_out, term_out, trunc_out, episode_step,
-    counter_in, counter_out, sums, key, n, max_steps,
+    counter_in, counter_out, sums, key, n, block_n, max_steps,
     force_mag, tau, x_limit, theta_limit, reset_bound,
     p_cart, p_pole, p_len, p_gain, p_grav,
     nom_cart, nom_pole, nom_len, nom_gain, nom_grav,
@@ -151,11 +155,23 @@ def _cartpole_step(
     sp_cart, sp_pole, sp_len, sp_gain, sp_grav,
     d_cart, d_pole, d_len, d_gain, d_grav, draws,
     RANGED: tl.constexpr, LOG: tl.constexpr, SCALE: tl.constexpr,
-    DISCRETE: tl.constexpr, BLOCK: tl.constexpr,
+    DISCRETE: tl.constexpr, BLOCK: tl.constexpr, MEMBERS: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
+    # With MEMBERS, block k of ``block_n`` envs is member k's env alone (envs.members): it
+    # draws from its own key (``key`` points at one per block) at its own env indices, has
+    # per-env range bounds, and sums its statistics into its own row of ``sums`` [K, 4]
+    # (BLOCK divides block_n, so a program lies in one block). Else block_n == n.
+    if MEMBERS:
+        member = offs // block_n
+        local = offs - member * block_n
+        key = tl.load(key + member, mask=mask, other=0)
+        row = (pid * BLOCK) // block_n * 4
+    else:
+        local = offs
+        row = 0
     x, x_dot, theta, theta_dot = _load_rows(obs_in, offs, mask)
     cart = _now(p_cart, offs, mask, nom_cart, RANGED & 1)
     pole = _now(p_pole, offs, mask, nom_pole, RANGED & 2)
@@ -203,39 +219,46 @@ def _cartpole_step(
     length_sum = tl.sum(ended * steps.to(tl.float32), axis=0)
     count = tl.sum(ended, axis=0)
     which = tl.arange(0, 4)
-    tl.atomic_add(sums + which, tl.where(which == 0, count, length_sum), sem="relaxed")
+    tl.atomic_add(sums + row + which, tl.where(which == 0, count, length_sum), sem="relaxed")
 
     # Auto-reset with the draws of TensorTask._reset_where: the state (one draw of 4 x n),
     # then each randomised parameter in PARAM_ORDER (one draw of n each).
     counter = tl.load(counter_in)
     stream = _stream(key, counter)
-    x_new = tl.where(done, (2.0 * _uniform(stream, offs) - 1.0) * reset_bound, x_new)
-    x_dot_new = tl.where(done, (2.0 * _uniform(stream, offs + n) - 1.0) * reset_bound, x_dot_new)
+    x_new = tl.where(done, (2.0 * _uniform(stream, local) - 1.0) * reset_bound, x_new)
+    x_dot_new = tl.where(
+        done, (2.0 * _uniform(stream, local + block_n) - 1.0) * reset_bound, x_dot_new
+    )
     theta_new = tl.where(
-        done, (2.0 * _uniform(stream, offs + 2 * n) - 1.0) * reset_bound, theta_new
+        done, (2.0 * _uniform(stream, local + 2 * block_n) - 1.0) * reset_bound, theta_new
     )
     theta_dot_new = tl.where(
-        done, (2.0 * _uniform(stream, offs + 3 * n) - 1.0) * reset_bound, theta_dot_new
+        done, (2.0 * _uniform(stream, local + 3 * block_n) - 1.0) * reset_bound, theta_dot_new
     )
     _store_rows(obs_out, offs, mask, x_new, x_dot_new, theta_new, theta_dot_new, BLOCK)
     tl.store(
         episode_step + offs, tl.where(done, 0, steps).to(episode_step.dtype.element_ty), mask=mask
     )
     if RANGED & 1:
-        _redraw(p_cart, offs, mask, done, _stream(key, counter + d_cart), nom_cart, lo_cart,
-                sp_cart, LOG & 1, SCALE & 1)  # fmt: skip
+        _redraw(p_cart, offs, local, mask, done, _stream(key, counter + d_cart),
+                nom_cart, lo_cart, sp_cart, LOG & 1, SCALE & 1,
+                MEMBERS)  # fmt: skip
     if RANGED & 2:
-        _redraw(p_pole, offs, mask, done, _stream(key, counter + d_pole), nom_pole, lo_pole,
-                sp_pole, LOG & 2, SCALE & 2)  # fmt: skip
+        _redraw(p_pole, offs, local, mask, done, _stream(key, counter + d_pole),
+                nom_pole, lo_pole, sp_pole, LOG & 2, SCALE & 2,
+                MEMBERS)  # fmt: skip
     if RANGED & 4:
-        _redraw(p_len, offs, mask, done, _stream(key, counter + d_len), nom_len, lo_len,
-                sp_len, LOG & 4, SCALE & 4)  # fmt: skip
+        _redraw(p_len, offs, local, mask, done, _stream(key, counter + d_len),
+                nom_len, lo_len, sp_len, LOG & 4, SCALE & 4,
+                MEMBERS)  # fmt: skip
     if RANGED & 8:
-        _redraw(p_gain, offs, mask, done, _stream(key, counter + d_gain), nom_gain, lo_gain,
-                sp_gain, LOG & 8, SCALE & 8)  # fmt: skip
+        _redraw(p_gain, offs, local, mask, done, _stream(key, counter + d_gain),
+                nom_gain, lo_gain, sp_gain, LOG & 8, SCALE & 8,
+                MEMBERS)  # fmt: skip
     if RANGED & 16:
-        _redraw(p_grav, offs, mask, done, _stream(key, counter + d_grav), nom_grav, lo_grav,
-                sp_grav, LOG & 16, SCALE & 16)  # fmt: skip
+        _redraw(p_grav, offs, local, mask, done, _stream(key, counter + d_grav),
+                nom_grav, lo_grav, sp_grav, LOG & 16, SCALE & 16,
+                MEMBERS)  # fmt: skip
     if pid == 0:
         tl.store(counter_out, counter + draws)
 
@@ -253,24 +276,19 @@ class FusedCartpoleStep:
             env.episode_step = env.episode_step.to(torch.int16)
         rand = env.randomizer
         self.flags = {"RANGED": 0, "LOG": 0, "SCALE": 0}
-        self.nominal, self.low, self.span, self.draw = [], [], [], []
+        self.nominal, self.draw = [], []
         draws = 1  # the reset state's draw comes first
         for bit, name in enumerate(PARAM_ORDER):
             self.nominal.append(rand.nominal[name])
             spec = rand.ranges.get(name)
-            lo = hi = 0.0
             self.draw.append(draws)
             if spec is not None:
                 draws += 1
                 self.flags["RANGED"] |= 1 << bit
-                lo, hi = spec.low, spec.high
                 if spec.distribution == "log_uniform":
                     self.flags["LOG"] |= 1 << bit
-                    lo, hi = math.log(spec.low), math.log(spec.high)
                 if spec.operation == "scale":
                     self.flags["SCALE"] |= 1 << bit
-            self.low.append(lo)
-            self.span.append(hi - lo)
         self.draws = draws
         self.spare = torch.zeros_like(env.random.counter)  # where the counter goes next
         self.one = torch.ones((), device=env.device)
@@ -286,14 +304,27 @@ class FusedCartpoleStep:
         counter_in, counter_out = env.random.counter, self.spare
         discrete = env.action_space.kind == "discrete"
         block, warps = launch_shape(n)
+        # A batch of members (envs.members): blocks of block_n envs, one key each.
+        block_n = getattr(env.stats, "block", None)
+        members = block_n is not None
+        if members:
+            while block_n % block:  # a program within one block (a power of two)
+                block //= 2
+        key = env.random.keys if members else env.random.key
+        # Range bounds: floats, or per-env tensors in a batch (Randomizer.bounds).
+        bounds = [
+            env.randomizer.bounds(k) if k in env.randomizer.ranges else (0.0, 0.0)
+            for k in PARAM_ORDER
+        ]
         _cartpole_step[(triton.cdiv(n, block),)](
             state, actions if discrete else actions.reshape(n), obs, final_rows, terminated,
             truncated, env.episode_step, counter_in, counter_out, env.stats.sums,
-            env.random.key, n, env.config.max_episode_steps,
+            key, n, block_n or n, env.config.max_episode_steps,
             FORCE_MAG, TAU, X_THRESHOLD, THETA_THRESHOLD, RESET_BOUND,
-            *(env.params[k] for k in PARAM_ORDER), *self.nominal, *self.low, *self.span,
-            *self.draw, self.draws, DISCRETE=discrete, BLOCK=block, num_warps=warps,
-            **self.flags,
+            *(env.params[k] for k in PARAM_ORDER), *self.nominal,
+            *(low for low, _ in bounds), *(span for _, span in bounds),
+            *self.draw, self.draws, DISCRETE=discrete, BLOCK=block, MEMBERS=members,
+            num_warps=warps, **self.flags,
         )  # fmt: skip
         env.random.counter, self.spare = counter_out, counter_in
         env.set_packed_state(obs)

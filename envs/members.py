@@ -139,7 +139,6 @@ def make_member_env(
     env.randomizer = BlockRandomizer(env.randomizer, configs, block, random)
     env.stats = BlockStatistics(env.stats, members, block)
     env.members = members  # type: ignore[attr-defined]
-    env.fused_step_unavailable = lambda: "a batch of members steps unfused"  # type: ignore[method-assign]
     return env
 
 

@@ -31,6 +31,7 @@ from harness.device import device_name, make_generators, resolve_device
 from harness.errors import ConfigError
 from harness.graphs import Iterations, refill
 from harness.progress import batch_line
+from harness.registry import speed_up_env
 from harness.runner import (
     RunResult,
     _peak_memory_mb,
@@ -72,8 +73,6 @@ def unsupported(config: RunConfig) -> str | None:
         return f"algo.name is {config.algo.name}; batched trials train ppo, sac and td3"
     if config.experiment.eval_interval:
         return "experiment.eval_interval: batched trials do not evaluate during training"
-    if config.experiment.fused_env:
-        return "experiment.fused_env: a batch steps its envs unfused (set it null or false)"
     return None
 
 
@@ -140,8 +139,8 @@ class _Batch:
             self.env_gens.append(env_gen)
             self.algo_gens.append(algo_gen)
         self.env, self.algo = self._build(members)
-        if first.experiment.compile:
-            self.env.compile()
+        exp = first.experiment
+        self.env_stepping = speed_up_env(self.env, exp.fused_env, exp.compile)
         self.use_graph = (
             device.type == "cuda"
             and first.experiment.cuda_graph is not False
@@ -211,7 +210,7 @@ class _Batch:
     def run(self, on_log: MemberLog | None) -> list[RunResult]:
         exp = self.config.experiment
         meta = environment_meta(self.device, device_name(self.device))
-        meta.update(env_stepping="batched", cuda_graph=self.use_graph, world_size=1)
+        meta.update(env_stepping=self.env_stepping, cuda_graph=self.use_graph, world_size=1)
         stores, trackers = [], []
         for i, m in enumerate(self.members):
             member_meta = {**meta, "batch": {"members": len(self.members), "index": i}}

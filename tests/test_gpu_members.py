@@ -3,6 +3,8 @@ iteration has no host sync (run on the GPU machine; deselected where torch sees 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -51,6 +53,8 @@ def test_graphed_batch_members_follow_their_runs_alone(tmp_path) -> None:
         stop_first,
     )
     assert len(pd.read_csv(tmp_path / "member-0" / "metrics.csv")) == 1
+    meta = json.loads((tmp_path / "member-1" / "meta.json").read_text())
+    assert meta["env_stepping"] == "fused" and meta["cuda_graph"] is True  # one kernel a step
     for i, setup in list(enumerate(setups))[1:]:
         alone = train(config(*setup, graph=False), run_dir=tmp_path / f"alone-{i}")
         a = pd.read_csv(alone.run_dir / "metrics.csv")
@@ -145,6 +149,8 @@ def test_graphed_off_policy_members_follow_their_runs_alone(tmp_path, algo: str)
         stop_first,
     )
     assert len(pd.read_csv(tmp_path / "member-0" / "metrics.csv")) == 1
+    meta = json.loads((tmp_path / "member-1" / "meta.json").read_text())
+    assert meta["env_stepping"] == "fused" and meta["cuda_graph"] is True  # one kernel a step
     for i, setup in list(enumerate(setups))[1:]:
         alone = train(config(*setup, graph=False), run_dir=tmp_path / f"alone-{i}")
         a = pd.read_csv(alone.run_dir / "metrics.csv")
