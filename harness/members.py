@@ -73,6 +73,8 @@ def unsupported(config: RunConfig) -> str | None:
         return f"algo.name is {config.algo.name}; batched trials train ppo, sac and td3"
     if config.experiment.eval_interval:
         return "experiment.eval_interval: batched trials do not evaluate during training"
+    if getattr(config.algo, "distributional", False):
+        return "algo.distributional: batched trials train scalar critics"
     return None
 
 
@@ -177,6 +179,8 @@ class _Batch:
             env_gen.set_state(fresh_env.get_state())
             algo_gen.set_state(fresh_algo.get_state())
         env, algo = self._build(members)
+        exp = members[0].config.experiment
+        speed_up_env(env, exp.fused_env, exp.compile)  # the kept env's dtypes (fused: int16)
         refill(self.env, env)
         refill(self.algo, algo)
         self.iterate.stale = True  # the reset in `run` moves the env off the graph's inputs

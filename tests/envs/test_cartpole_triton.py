@@ -131,3 +131,32 @@ def test_fused_kernel_steps_a_batch_of_members_as_their_torch_step() -> None:
     range bounds, and sums its own statistics, also after a member left the batch."""
     out = _interpret(MEMBERS)
     assert "24 members ok" in out and "128 members ok" in out
+
+
+def test_a_fused_batch_takes_a_fresh_fused_batch_in_place() -> None:
+    """Warm workers refill the kept env from a freshly built one; both fused, their tensors
+    match in shape and dtype (the step counter is int16 once fused), so every tensor is
+    copied in place and the kept step object goes on pointing at the kept env."""
+    import torch
+
+    from envs.cartpole import CartpoleConfig
+    from envs.cartpole_triton import FusedCartpoleStep
+    from envs.members import make_member_env
+    from harness.graphs import refill
+
+    def batch(seed: int):
+        configs = [CartpoleConfig(num_envs=16, randomization={}) for _ in range(2)]
+        gens = [torch.Generator().manual_seed(seed + k) for k in range(2)]
+        env = make_member_env(configs, torch.device("cpu"), gens)
+        env.step = FusedCartpoleStep(env)
+        env.reset()
+        return env
+
+    kept, fresh = batch(0), batch(7)
+    step, counter = kept.step, kept.episode_step
+    fresh.episode_step.fill_(3)
+    refill(kept, fresh)
+    assert kept.step is step and step.env is kept
+    assert kept.episode_step is counter and counter.dtype == torch.int16
+    assert (counter == 3).all()
+    assert torch.equal(kept.random.keys, fresh.random.keys)
