@@ -62,22 +62,34 @@ class OffPolicyConfig:
 
 
 class TwinCritic(nn.Module):
-    """Two Q(s, a) networks; [B, O], [B, A] -> ([B], [B])."""
+    """Two Q(s, a) networks; [B, O], [B, A] -> ([B], [B]), or with ``atoms`` > 1 the logits
+    ([B, M], [B, M]) of two categorical return distributions (algos.distributional)."""
 
-    def __init__(self, obs_size: int, action_size: int, hidden: tuple[int, ...], act: Activation):
+    def __init__(
+        self,
+        obs_size: int,
+        action_size: int,
+        hidden: tuple[int, ...],
+        act: Activation,
+        atoms: int = 1,
+    ):
         super().__init__()
-        self.q1 = mlp(obs_size + action_size, hidden, 1, act, out_gain=1.0)
-        self.q2 = mlp(obs_size + action_size, hidden, 1, act, out_gain=1.0)
+        self.q1 = mlp(obs_size + action_size, hidden, atoms, act, out_gain=1.0)
+        self.q2 = mlp(obs_size + action_size, hidden, atoms, act, out_gain=1.0)
+        self.atoms = atoms
+
+    def _out(self, x: torch.Tensor) -> torch.Tensor:
+        return x.squeeze(-1) if self.atoms == 1 else x
 
     def forward(
         self, obs: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([obs, actions], dim=-1)
-        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+        return self._out(self.q1(x)), self._out(self.q2(x))
 
     def first(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Q1 alone [B] (TD3's actor loss needs no Q2)."""
-        return self.q1(torch.cat([obs, actions], dim=-1)).squeeze(-1)
+        """Q1 alone (TD3's actor loss needs no Q2)."""
+        return self._out(self.q1(torch.cat([obs, actions], dim=-1)))
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from algos.distributional import expected, project, support
 from algos.networks import mlp
 from algos.offpolicy import OffPolicy, OffPolicyConfig, TwinCritic, soft_update
 from envs.base import ActionSpace
@@ -26,6 +27,13 @@ class TD3Config(OffPolicyConfig):
     policy_noise: float = 0.2  # std of the target policy smoothing noise
     noise_clip: float = 0.5  # the smoothing noise clipped to +- this
     policy_delay: int = 2  # critic updates per actor (and target) update
+    # C51 critics, as FastTD3's: each Q a categorical distribution over num_atoms returns
+    # evenly spaced in [v_min, v_max] (which should hold the task's returns), trained by
+    # cross-entropy against the projected target of the twin with the smaller mean.
+    distributional: bool = False
+    num_atoms: int = 101
+    v_min: float = -250.0
+    v_max: float = 250.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -34,6 +42,10 @@ class TD3Config(OffPolicyConfig):
         for key in ("exploration_noise", "policy_noise", "noise_clip"):
             if getattr(self, key) < 0:
                 raise FieldError(key, f"must be >= 0, got {getattr(self, key)}")
+        if self.num_atoms < 2:
+            raise FieldError("num_atoms", f"must be >= 2, got {self.num_atoms}")
+        if not self.v_min < self.v_max:
+            raise FieldError("v_max", f"must be > v_min ({self.v_min}), got {self.v_max}")
         low = self.exploration_noise_min
         if low is not None and not 0 <= low <= self.exploration_noise:
             raise FieldError(
@@ -58,7 +70,8 @@ def networks(config: TD3Config, obs_size: int, action_size: int) -> dict[str, to
         mlp(obs_size, config.hidden, action_size, config.activation, out_gain=0.01),
         torch.nn.Tanh(),
     )
-    critic = TwinCritic(obs_size, action_size, config.hidden, config.activation)
+    atoms = config.num_atoms if config.distributional else 1
+    critic = TwinCritic(obs_size, action_size, config.hidden, config.activation, atoms)
     return {
         "actor": actor,
         "actor_target": copy.deepcopy(actor),
@@ -99,6 +112,7 @@ class TD3(OffPolicy):
         self.actor_opt = self._adam(self.actor.parameters(), config.actor_lr)
         self.critic_opt = self._adam(self.critic.parameters(), config.critic_lr)
         self.exploration_std = exploration_std(config, num_envs, device, generator)  # [N, 1]
+        self.atoms = support(config.v_min, config.v_max, config.num_atoms, device)  # [M]
         self.actor_updates = 0
         # The last actor loss, kept in place: an update without an actor step reports it,
         # and a CUDA graph must read the latest value, not the tensor of its capture.
@@ -138,14 +152,32 @@ class TD3(OffPolicy):
             next_action = (next_action + smoothing).clamp(-1.0, 1.0)
             q1_t, q2_t = self.critic_target(b["next_obs"], next_action)
             bootstrap = b["discount"] * (1.0 - b["terminated"])
-            target = b["rewards"] + bootstrap * torch.min(q1_t, q2_t)
+            if c.distributional:
+                p1, p2 = (
+                    project(torch.softmax(q, -1), b["rewards"], bootstrap, self.atoms)
+                    for q in (q1_t, q2_t)
+                )
+                smaller = (p1 * self.atoms).sum(-1) < (p2 * self.atoms).sum(-1)
+                target = torch.where(smaller.unsqueeze(-1), p1, p2)  # clipped double Q
+            else:
+                target = b["rewards"] + bootstrap * torch.min(q1_t, q2_t)
         q1, q2 = self.critic(b["obs"], b["actions"])
-        critic_loss = ((q1 - target) ** 2).mean() + ((q2 - target) ** 2).mean()
+        if c.distributional:
+            critic_loss = (
+                -(target * torch.log_softmax(q1, -1)).sum(-1).mean()
+                - (target * torch.log_softmax(q2, -1)).sum(-1).mean()
+            )
+            q1 = expected(q1.detach(), self.atoms)
+        else:
+            critic_loss = ((q1 - target) ** 2).mean() + ((q2 - target) ** 2).mean()
         self._step(self.critic_opt, critic_loss, self.critic)
 
         # self.updates counts finished steps; the actor moves on every policy_delay-th one.
         if (self.updates + 1) % c.policy_delay == 0:
-            actor_loss = -self.critic.first(b["obs"], self.actor(b["obs"])).mean()
+            q_pi = self.critic.first(b["obs"], self.actor(b["obs"]))
+            if c.distributional:
+                q_pi = expected(q_pi, self.atoms)
+            actor_loss = -q_pi.mean()
             self._step(self.actor_opt, actor_loss, self.actor)
             soft_update(self.actor_target, self.actor, c.tau)
             soft_update(self.critic_target, self.critic, c.tau)

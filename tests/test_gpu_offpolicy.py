@@ -13,13 +13,13 @@ pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
 
 
-@pytest.mark.parametrize("name", ["sac", "td3"])
+@pytest.mark.parametrize("name", ["sac", "td3", "td3-c51"])
 def test_off_policy_iteration_has_no_host_sync(name: str) -> None:
     from harness.registry import make_algo, make_env
 
     config = load_config(
         overrides=[
-            f"algo.name={name}",
+            *_algo(name),
             "env.action_type=continuous",
             "env.num_envs=4096",
             "algo.learning_starts=0",
@@ -45,7 +45,14 @@ def test_off_policy_iteration_has_no_host_sync(name: str) -> None:
     assert torch.isfinite(torch.stack(list(stats.values()))).all()
 
 
-@pytest.mark.parametrize("name", ["sac", "td3"])
+def _algo(name: str) -> list[str]:
+    """td3-c51: TD3 with C51 critics over returns in [0, 100]."""
+    if name == "td3-c51":
+        return ["algo.name=td3", "algo.distributional=true", "algo.v_min=0", "algo.v_max=100"]
+    return [f"algo.name={name}"]
+
+
+@pytest.mark.parametrize("name", ["sac", "td3", "td3-c51"])
 def test_graphed_off_policy_training_follows_eager_training(name: str, tmp_path) -> None:
     """The same seeded off-policy run, eager and with experiment.cuda_graph: random steps
     run eagerly, then learning iterations replay one graph. Same metrics and weights, and
@@ -59,7 +66,7 @@ def test_graphed_off_policy_training_follows_eager_training(name: str, tmp_path)
                 "tracking.wandb=disabled",
                 "experiment.device=cuda",
                 f"experiment.cuda_graph={str(graph).lower()}",
-                f"algo.name={name}",
+                *_algo(name),
                 "env.action_type=continuous",
                 "env.num_envs=1024",
                 "algo.learning_starts=3072",  # 3 random iterations first

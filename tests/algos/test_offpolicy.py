@@ -14,7 +14,13 @@ from harness.config import load_config
 from harness.errors import ConfigError
 from harness.registry import make_algo, make_env
 from harness.tracking import RunStore
-from tests.helpers.recipes import SAC_RECIPE, TD3_CARTPOLE_RECIPE, greedy_returns, solve
+from tests.helpers.recipes import (
+    SAC_RECIPE,
+    TD3_C51_RECIPE,
+    TD3_CARTPOLE_RECIPE,
+    greedy_returns,
+    solve,
+)
 
 CPU = torch.device("cpu")
 
@@ -288,7 +294,11 @@ def test_off_policy_runs_through_the_runner_and_resumes(name: str, tmp_path) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", [SAC_RECIPE, TD3_CARTPOLE_RECIPE], ids=["sac", "td3"])
+@pytest.mark.parametrize(
+    "recipe",
+    [SAC_RECIPE, TD3_CARTPOLE_RECIPE, TD3_C51_RECIPE],
+    ids=["sac", "td3", "td3-c51"],
+)
 def test_off_policy_solves_continuous_cartpole(
     recipe: list[str], tmp_path, seed_override: str
 ) -> None:

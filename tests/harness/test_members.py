@@ -135,6 +135,13 @@ def test_members_that_disagree_on_shapes_or_algorithm_are_refused(tmp_path: Path
     evaluating = configs(members=[["experiment.eval_interval=2"]] * 2)
     with pytest.raises(ConfigError, match="experiment.eval_interval: batched trials do not"):
         train_members([Member(c, tmp_path / f"e{i}") for i, c in enumerate(evaluating)])
+    c51 = configs(
+        "env.action_type=continuous",
+        "algo.name=td3",
+        members=[["algo.distributional=true"]] * 2,
+    )
+    with pytest.raises(ConfigError, match="algo.distributional: batched trials train scalar"):
+        train_members([Member(c, tmp_path / f"c{i}") for i, c in enumerate(c51)])
     fused = configs(members=[["experiment.fused_env=true"]] * 2)  # as a run: CUDA only
     with pytest.raises(ConfigError, match="experiment.fused_env: .* needs a CUDA device"):
         train_members([Member(c, tmp_path / f"f{i}") for i, c in enumerate(fused)])
