@@ -134,6 +134,16 @@ class Cartpole(TensorTask):
             self.state[k] is v for k, v in zip(STATE_NAMES, self._packed_views, strict=True)
         )
 
+    def reset(self) -> torch.Tensor:
+        """As every task's; a packed state stays packed, in the same tensor, so the tensors
+        a CUDA graph captured still hold the state after the reset (warm workers)."""
+        packed = self._packed if self._packed_is_state() else None
+        obs = super().reset()
+        if packed is not None:
+            packed.copy_(self.packed_state())
+            self.set_packed_state(packed)
+        return obs
+
     def tensors(self) -> dict[str, torch.Tensor]:
         out = super().tensors()
         if self._packed_is_state():  # one [N, 4] tensor to carry over, not four views

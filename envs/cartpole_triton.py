@@ -274,6 +274,9 @@ class FusedCartpoleStep:
         self.env = env
         if env.config.max_episode_steps < 2**15:  # 2 bytes per env step less to move
             env.episode_step = env.episode_step.to(torch.int16)
+        # The state as one [N, 4] tensor from the start, as every step leaves it: envs fused
+        # alike have the same tensors (a warm worker refills one from the other).
+        env.set_packed_state(env.packed_state())
         rand = env.randomizer
         self.flags = {"RANGED": 0, "LOG": 0, "SCALE": 0}
         self.nominal, self.draw = [], []

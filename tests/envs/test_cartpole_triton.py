@@ -144,15 +144,16 @@ def test_a_fused_batch_takes_a_fresh_fused_batch_in_place() -> None:
     from envs.members import make_member_env
     from harness.graphs import refill
 
-    def batch(seed: int):
+    def batch(seed: int, reset: bool):
         configs = [CartpoleConfig(num_envs=16, randomization={}) for _ in range(2)]
         gens = [torch.Generator().manual_seed(seed + k) for k in range(2)]
         env = make_member_env(configs, torch.device("cpu"), gens)
         env.step = FusedCartpoleStep(env)
-        env.reset()
+        if reset:
+            env.reset()
         return env
 
-    kept, fresh = batch(0), batch(7)
+    kept, fresh = batch(0, reset=True), batch(7, reset=False)  # fresh: built, as take() does
     step, counter = kept.step, kept.episode_step
     fresh.episode_step.fill_(3)
     refill(kept, fresh)
@@ -160,3 +161,9 @@ def test_a_fused_batch_takes_a_fresh_fused_batch_in_place() -> None:
     assert kept.episode_step is counter and counter.dtype == torch.int16
     assert (counter == 3).all()
     assert torch.equal(kept.random.keys, fresh.random.keys)
+    # The state stays one packed tensor, the same one, through the refill and a reset: the
+    # tensors a CUDA graph captured are still the env's.
+    packed = kept.tensors()["state.packed"]
+    assert "state.x" not in kept.tensors()
+    obs = kept.reset()
+    assert kept.tensors()["state.packed"] is packed and torch.equal(packed, obs)
