@@ -31,9 +31,9 @@ class TD3Config(OffPolicyConfig):
     # evenly spaced in [v_min, v_max] (which should hold the task's returns), trained by
     # cross-entropy against the projected target of the twin with the smaller mean.
     distributional: bool = False
-    num_atoms: int = 101
-    v_min: float = -250.0
-    v_max: float = 250.0
+    num_atoms: int = 101  # atoms of the C51 support
+    v_min: float = -250.0  # the support's lowest return
+    v_max: float = 250.0  # the support's highest return
 
     def __post_init__(self) -> None:
         super().__post_init__()
