@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # The published GPU benchmark: cartpole env-only, env + policy inference and PPO training
 # over num_envs: eager; CUDA graphs + torch.compile; CUDA graphs + the fused Triton env
-# step (the default on CUDA) and a compiled bf16 policy; PPO launch to a mean return of
-# 475; the arm task's env step; then the report of all of it.
-#   bash reports/gpu_benchmark.sh reports/published/h100     (on a CUDA machine)
+# step (the default on CUDA) and a compiled bf16 policy; PPO training also compiled, and at
+# PureJaxRL's 2048 envs; SAC and TD3 training, eager and graphed; PPO launch to a mean
+# return of 475; the arm task's env step; then the report of all of it. Every figure is
+# the median of `vecbench bench`'s repeats (5 on CUDA) with its min and max.
+#   bash reports/gpu_benchmark.sh reports/published/h200             (on a CUDA machine)
+#   bash reports/gpu_benchmark.sh reports/published/h200 train launch   (some parts)
+# Parts: env inference train offpolicy launch arm report (default: all, in that order); one
+# call of the device tool runs out at 10 minutes, so run them a few at a time there, the
+# report last (it reads every part's files under OUTPUT_DIR/bench).
 # VECBENCH picks the command (default: vecbench; e.g. VECBENCH="python3 -m harness.cli").
 set -euo pipefail
-out=${1:?usage: gpu_benchmark.sh OUTPUT_DIR}
+out=${1:?usage: gpu_benchmark.sh OUTPUT_DIR [PART...]}
+shift
+parts=${*:-env inference train offpolicy launch arm report}
 vb=${VECBENCH:-vecbench}
 raw="$out/bench"
 mkdir -p "$raw"
@@ -14,22 +22,48 @@ eager="experiment.cuda_graph=false experiment.fused_env=false"
 compiled="experiment.cuda_graph=true experiment.compile=true experiment.fused_env=false"
 fused="experiment.cuda_graph=true"
 sizes="4096 16384 65536 262144 1048576"
+train_sizes="1024 2048 4096 16384 65536 262144"
 mlp256=("algo.actor_hidden=[256, 256]")
-$vb bench --device cuda --modes env inference --num-envs $sizes --steps 1280 --set $eager -o "$raw/eager"
-$vb bench --device cuda --modes env inference --num-envs $sizes --steps 1280 --set $compiled -o "$raw/graph-compile"
-$vb bench --device cuda --modes env --num-envs $sizes --steps 1280 --set $fused -o "$raw/graph-fused"
-$vb bench --device cuda --modes inference --num-envs $sizes --steps 1280 \
-    --set $compiled algo.policy_precision=bfloat16 "${mlp256[@]}" -o "$raw/graph-compile-bf16-mlp256"
-$vb bench --device cuda --modes inference --num-envs $sizes --steps 1280 \
-    --set $fused experiment.compile=true algo.policy_precision=bfloat16 "${mlp256[@]}" \
-    -o "$raw/graph-fused-compile-bf16-mlp256"
-$vb bench --device cuda --modes train --num-envs 1024 4096 16384 65536 262144 --set $eager -o "$raw/train-eager"
-$vb bench --device cuda --modes train --num-envs 1024 4096 16384 65536 262144 --set $fused -o "$raw/train-graph-fused"
-$vb bench --device cuda --modes launch --num-envs 4096 --set $eager -o "$raw/launch-eager"
-$vb bench --device cuda --modes launch --num-envs 4096 --set $fused experiment.fused_env=false -o "$raw/launch-graph"
-$vb bench --device cuda --modes launch --num-envs 4096 --set $fused -o "$raw/launch-graph-fused"
-$vb bench --device cuda --modes launch --num-envs 4096 --set $fused algo.policy_precision=bfloat16 \
-    -o "$raw/launch-graph-fused-bf16"
-$vb bench --device cuda --modes env --num-envs 4096 65536 --set env.name=arm $eager -o "$raw/arm-eager"
-$vb bench --device cuda --modes env --num-envs 4096 65536 --set env.name=arm $compiled -o "$raw/arm-graph-compile"
-$vb report "$raw" -o "$out" --title "vecbench GPU benchmark"
+offpolicy="env.action_type=continuous algo.learning_starts=0"
+has() { case " $parts " in *" $1 "*) return 0;; esac; return 1; }
+if has env; then  # env-only and env + policy inference (eager and compiled), fused env-only
+  $vb bench --device cuda --modes env inference --num-envs $sizes --steps 1280 --set $eager -o "$raw/eager"
+  $vb bench --device cuda --modes env inference --num-envs $sizes --steps 1280 --set $compiled \
+      -o "$raw/graph-compile"
+  $vb bench --device cuda --modes env --num-envs $sizes --steps 1280 --set $fused -o "$raw/graph-fused"
+fi
+if has inference; then  # the bf16 256-256 policy
+  $vb bench --device cuda --modes inference --num-envs $sizes --steps 1280 \
+      --set $compiled algo.policy_precision=bfloat16 "${mlp256[@]}" -o "$raw/graph-compile-bf16-mlp256"
+  $vb bench --device cuda --modes inference --num-envs $sizes --steps 1280 \
+      --set $fused experiment.compile=true algo.policy_precision=bfloat16 "${mlp256[@]}" \
+      -o "$raw/graph-fused-compile-bf16-mlp256"
+fi
+if has train; then
+  $vb bench --device cuda --modes train --num-envs $train_sizes --set $eager -o "$raw/train-eager"
+  $vb bench --device cuda --modes train --num-envs $train_sizes --set $fused -o "$raw/train-graph-fused"
+  $vb bench --device cuda --modes train --num-envs $train_sizes --train-iterations 300 \
+      --set $fused experiment.compile=true -o "$raw/train-graph-fused-compile"
+fi
+if has offpolicy; then
+  for algo in td3 sac; do
+    $vb bench --device cuda --modes train --num-envs 1024 4096 16384 --train-iterations 200 \
+        --set algo.name=$algo $offpolicy $eager -o "$raw/train-$algo-eager"
+    $vb bench --device cuda --modes train --num-envs 1024 4096 16384 --train-iterations 1500 \
+        --set algo.name=$algo $offpolicy $fused -o "$raw/train-$algo-graph-fused"
+  done
+fi
+if has launch; then
+  $vb bench --device cuda --modes launch --num-envs 4096 --set $eager -o "$raw/launch-eager"
+  $vb bench --device cuda --modes launch --num-envs 4096 --set $fused experiment.fused_env=false -o "$raw/launch-graph"
+  $vb bench --device cuda --modes launch --num-envs 4096 --set $fused -o "$raw/launch-graph-fused"
+  $vb bench --device cuda --modes launch --num-envs 4096 --set $fused algo.policy_precision=bfloat16 \
+      -o "$raw/launch-graph-fused-bf16"
+fi
+if has arm; then
+  $vb bench --device cuda --modes env --num-envs 4096 65536 --set env.name=arm $eager -o "$raw/arm-eager"
+  $vb bench --device cuda --modes env --num-envs 4096 65536 --set env.name=arm $compiled -o "$raw/arm-graph-compile"
+fi
+if has report; then
+  $vb report "$raw" -o "$out" --title "vecbench GPU benchmark"
+fi

@@ -104,7 +104,9 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
             "gpu_memory_peak_mb",
             "device_name",
         ]
-        varied = {k for k in ("task", "actor_hidden") if k in c.bench and c.bench[k].nunique() > 1}
+        varied = {
+            k for k in ("task", "algo", "actor_hidden") if k in c.bench and c.bench[k].nunique() > 1
+        }
         labels = [_bench_label(r, varied) for r in c.bench.to_dict("records")]
         bench = c.bench.assign(mode=labels)
         launch = bench[c.bench["mode"] == "launch"]
@@ -193,13 +195,16 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
 
 
 def _bench_label(row: dict[str, Any], varied: set[str] | None = None) -> str:
-    """The mode, with how it ran when not plain eager float32 (graph, fused env kernel or
-    compile, bf16), and the task and policy size when the benchmark covers several."""
+    """The mode, with how it ran when not plain eager float32 (graph, fused env kernel,
+    compile, bf16), and the task, algorithm and policy size when the benchmark covers
+    several. Beside a fused env, compile is the policy's or the algorithm's."""
     extras = ["graph"] if row.get("cuda_graph") is True else []
     stepping = row.get("env_stepping")  # absent (or NaN) in rows older than fused kernels
     stepping = stepping if isinstance(stepping, str) else None
     if stepping == "fused":
         extras.append("fused")
+        if row.get("compile") is True and row["mode"] != "env":
+            extras.append("compile")
     elif stepping == "compiled" or (stepping is None and row.get("compile") is True):
         extras.append("compile")
     if row.get("policy_precision") == "bfloat16" and row["mode"] != "env":
@@ -208,6 +213,8 @@ def _bench_label(row: dict[str, Any], varied: set[str] | None = None) -> str:
     if "actor_hidden" in varied and row["mode"] != "env":
         extras.append(f"mlp {row['actor_hidden']}")
     label = f"{row['mode']} ({'+'.join(extras)})" if extras else str(row["mode"])
+    if "algo" in varied and row["mode"] != "env" and isinstance(row.get("algo"), str):
+        label = f"{row['algo']} {label}"
     return f"{row['task']} {label}" if "task" in varied else label
 
 

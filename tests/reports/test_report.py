@@ -432,6 +432,11 @@ def test_knee_is_where_four_times_the_envs_stop_doubling_throughput() -> None:
     assert _bench_label(older) == "env (graph+compile)"
     row = {"mode": "inference", "task": "arm", "actor_hidden": "256x256"}
     assert _bench_label(row, {"task", "actor_hidden"}) == "arm inference (mlp 256x256)"
+    # PPO compiled beside the fused env, and SAC's rows apart from PPO's
+    trained = {"mode": "train", "cuda_graph": True, "compile": True, "env_stepping": "fused"}
+    assert _bench_label(trained) == "train (graph+fused+compile)"
+    assert _bench_label({**trained, "algo": "sac"}, {"algo"}) == "sac train (graph+fused+compile)"
+    assert _bench_label({**fused, "algo": "sac"}, {"algo"}) == "env (graph+fused)"
 
 
 def test_bench_results_are_strict_json(inputs: Path) -> None:
