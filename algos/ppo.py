@@ -317,10 +317,12 @@ class PPO(Algorithm):
         self.optimizer.zero_grad()
         loss.backward()
         # KL averaged over ranks with the gradients, so that every rank adapts lr alike
-        approx_kl = average_gradients(self.model.parameters(), stats[3])
-        if approx_kl is not stats[3]:
+        kl = stats[3]
+        approx_kl = average_gradients(self.model.parameters(), kl)
+        if approx_kl is not kl:
             stats = torch.cat([stats[:3], approx_kl.view(1), stats[4:]])
-        self._optimizer_step([p.grad for p in self.optimizer.params], approx_kl)
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.optimizer.params]
+        self._optimizer_step(grads, approx_kl)
         return stats
 
     def _losses(

@@ -135,8 +135,8 @@ class Cartpole(TensorTask):
         )
 
     def reset(self) -> torch.Tensor:
-        """As every task's; a packed state stays packed, in the same tensor, so the tensors
-        a CUDA graph captured still hold the state after the reset (warm workers)."""
+        """As every task's; a packed state stays packed, in the same tensor, so the env's
+        tensors keep the names a CUDA graph captured them under (warm workers adopt them)."""
         packed = self._packed if self._packed_is_state() else None
         obs = super().reset()
         if packed is not None:

@@ -163,15 +163,21 @@ def refill(old: Any, new: Any) -> None:
     """Give ``old`` the state of ``new``, an object built the same way for other runs (same
     shapes): tensors are copied in place, so a CUDA graph captured on ``old`` reads the new
     values; dicts, lists, tuples and the project's own objects are walked; anything else
-    (numbers, configs, generators) is taken over."""
+    (numbers, configs, generators) is taken over. A tensor ``old`` reaches by two paths is
+    copied from the first one."""
     _refill(old, new, set())
 
 
 def _refill(old: Any, new: Any, seen: set[int]) -> Any:
     if isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor):
         if old.shape != new.shape or old.dtype != new.dtype:
-            raise ValueError(f"cannot refill a {old.shape} tensor with a {new.shape} one")
-        if old is not new:
+            raise ValueError(
+                f"cannot refill a {old.shape} {old.dtype} tensor with a {new.shape} {new.dtype} one"
+            )
+        # A tensor that two attributes share (the fused env's spare random counter, after an
+        # odd number of steps, is the counter) takes the first value that reaches it.
+        if old is not new and id(old) not in seen:
+            seen.add(id(old))
             with torch.no_grad():
                 old.copy_(new)
         return old

@@ -179,9 +179,9 @@ class _Batch:
             env_gen.set_state(fresh_env.get_state())
             algo_gen.set_state(fresh_algo.get_state())
         env, algo = self._build(members)
-        exp = members[0].config.experiment
-        speed_up_env(env, exp.fused_env, exp.compile)  # the kept env's dtypes (fused: int16)
-        refill(self.env, env)
+        if self.env_stepping == "fused":
+            env.fuse()  # the kept env's tensors (an int16 step counter, the packed state)
+        refill(self.env, env)  # a compiled kept env keeps its own compiled step
         refill(self.algo, algo)
         self.iterate.stale = True  # the reset in `run` moves the env off the graph's inputs
         self._start(members)

@@ -156,7 +156,12 @@ def test_a_fused_batch_takes_a_fresh_fused_batch_in_place() -> None:
     kept, fresh = batch(0, reset=True), batch(7, reset=False)  # fresh: built, as take() does
     step, counter = kept.step, kept.episode_step
     fresh.episode_step.fill_(3)
+    # After a graph captured an odd number of steps the spare counter is the counter: the
+    # refill must not zero it with the fresh step's spare.
+    kept.step.spare = kept.random.counter
+    fresh.random.counter.fill_(5)
     refill(kept, fresh)
+    assert int(kept.random.counter) == 5
     assert kept.step is step and step.env is kept
     assert kept.episode_step is counter and counter.dtype == torch.int16
     assert (counter == 3).all()
