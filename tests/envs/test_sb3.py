@@ -27,16 +27,18 @@ def test_sb3_step_reports_ends_as_sb3_expects() -> None:
 
 
 @pytest.mark.slow
-def test_sb3_ppo_learns_cartpole() -> None:
+def test_sb3_ppo_learns_cartpole(tmp_path) -> None:
     """SB3's PPO (its defaults but n_steps 256 x 8 envs, lr 1e-3), seed 0, 40k env steps:
     the deterministic policy's mean return over 16 episodes is at least 400 (seeds 0-3
     reached 496-500 when this was written)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecMonitor
 
     env = VecMonitor(VecbenchSB3Env("cartpole", num_envs=8))
     model = PPO("MlpPolicy", env, seed=0, n_steps=256, batch_size=256, learning_rate=1e-3)
+    model.set_logger(configure(str(tmp_path), []))  # not a new folder in /tmp per run
     model.learn(40_000)
     evaluation = VecMonitor(VecbenchSB3Env("cartpole", num_envs=8))
     mean, _ = evaluate_policy(model, evaluation, n_eval_episodes=16)
