@@ -10,12 +10,16 @@
 # Parts: env inference train offpolicy launch arm report (default: all, in that order); one
 # call of the device tool runs out at 10 minutes, so run them a few at a time there, the
 # report last (it reads every part's files under OUTPUT_DIR/bench).
-# VECBENCH picks the command (default: vecbench; e.g. VECBENCH="python3 -m harness.cli").
+# VECBENCH picks the command (default: vecbench; e.g. VECBENCH="python3 -m harness.cli");
+# REPEATS, if set, is every bench call's --repeats (the report names each row's count).
 set -euo pipefail
 out=${1:?usage: gpu_benchmark.sh OUTPUT_DIR [PART...]}
 shift
 parts=${*:-env inference train offpolicy launch arm report}
 vb=${VECBENCH:-vecbench}
+repeat=()
+[ -n "${REPEATS:-}" ] && repeat=(--repeats "$REPEATS")
+bench() { $vb bench "${repeat[@]}" --device cuda "$@"; }
 raw="$out/bench"
 mkdir -p "$raw"
 eager="experiment.cuda_graph=false experiment.fused_env=false"
@@ -27,42 +31,42 @@ mlp256=("algo.actor_hidden=[256, 256]")
 offpolicy="env.action_type=continuous algo.learning_starts=0"
 has() { case " $parts " in *" $1 "*) return 0;; esac; return 1; }
 if has env; then  # env-only and env + policy inference (eager and compiled), fused env-only
-  $vb bench --device cuda --modes env inference --num-envs $sizes --steps 1280 --set $eager -o "$raw/eager"
-  $vb bench --device cuda --modes env inference --num-envs $sizes --steps 1280 --set $compiled \
+  bench --modes env inference --num-envs $sizes --steps 1280 --set $eager -o "$raw/eager"
+  bench --modes env inference --num-envs $sizes --steps 1280 --set $compiled \
       -o "$raw/graph-compile"
-  $vb bench --device cuda --modes env --num-envs $sizes --steps 1280 --set $fused -o "$raw/graph-fused"
+  bench --modes env --num-envs $sizes --steps 1280 --set $fused -o "$raw/graph-fused"
 fi
 if has inference; then  # the bf16 256-256 policy
-  $vb bench --device cuda --modes inference --num-envs $sizes --steps 1280 \
+  bench --modes inference --num-envs $sizes --steps 1280 \
       --set $compiled algo.policy_precision=bfloat16 "${mlp256[@]}" -o "$raw/graph-compile-bf16-mlp256"
-  $vb bench --device cuda --modes inference --num-envs $sizes --steps 1280 \
+  bench --modes inference --num-envs $sizes --steps 1280 \
       --set $fused experiment.compile=true algo.policy_precision=bfloat16 "${mlp256[@]}" \
       -o "$raw/graph-fused-compile-bf16-mlp256"
 fi
 if has train; then
-  $vb bench --device cuda --modes train --num-envs $train_sizes --set $eager -o "$raw/train-eager"
-  $vb bench --device cuda --modes train --num-envs $train_sizes --set $fused -o "$raw/train-graph-fused"
-  $vb bench --device cuda --modes train --num-envs $train_sizes --train-iterations 300 \
+  bench --modes train --num-envs $train_sizes --set $eager -o "$raw/train-eager"
+  bench --modes train --num-envs $train_sizes --set $fused -o "$raw/train-graph-fused"
+  bench --modes train --num-envs $train_sizes --train-iterations 100 \
       --set $fused experiment.compile=true -o "$raw/train-graph-fused-compile"
 fi
 if has offpolicy; then
   for algo in td3 sac; do
-    $vb bench --device cuda --modes train --num-envs 1024 4096 16384 --train-iterations 200 \
+    bench --modes train --num-envs 1024 4096 16384 --train-iterations 200 \
         --set algo.name=$algo $offpolicy $eager -o "$raw/train-$algo-eager"
-    $vb bench --device cuda --modes train --num-envs 1024 4096 16384 --train-iterations 1500 \
+    bench --modes train --num-envs 1024 4096 16384 --train-iterations 1500 \
         --set algo.name=$algo $offpolicy $fused -o "$raw/train-$algo-graph-fused"
   done
 fi
 if has launch; then
-  $vb bench --device cuda --modes launch --num-envs 4096 --set $eager -o "$raw/launch-eager"
-  $vb bench --device cuda --modes launch --num-envs 4096 --set $fused experiment.fused_env=false -o "$raw/launch-graph"
-  $vb bench --device cuda --modes launch --num-envs 4096 --set $fused -o "$raw/launch-graph-fused"
-  $vb bench --device cuda --modes launch --num-envs 4096 --set $fused algo.policy_precision=bfloat16 \
+  bench --modes launch --num-envs 4096 --set $eager -o "$raw/launch-eager"
+  bench --modes launch --num-envs 4096 --set $fused experiment.fused_env=false -o "$raw/launch-graph"
+  bench --modes launch --num-envs 4096 --set $fused -o "$raw/launch-graph-fused"
+  bench --modes launch --num-envs 4096 --set $fused algo.policy_precision=bfloat16 \
       -o "$raw/launch-graph-fused-bf16"
 fi
 if has arm; then
-  $vb bench --device cuda --modes env --num-envs 4096 65536 --set env.name=arm $eager -o "$raw/arm-eager"
-  $vb bench --device cuda --modes env --num-envs 4096 65536 --set env.name=arm $compiled -o "$raw/arm-graph-compile"
+  bench --modes env --num-envs 4096 65536 --set env.name=arm $eager -o "$raw/arm-eager"
+  bench --modes env --num-envs 4096 65536 --set env.name=arm $compiled -o "$raw/arm-graph-compile"
 fi
 if has report; then
   $vb report "$raw" -o "$out" --title "vecbench GPU benchmark"

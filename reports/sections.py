@@ -143,12 +143,16 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
         .reset_index()
     )
     section = Section("Throughput scaling")
-    repeats = table["repeats"].max() if "repeats" in table else math.nan
-    if repeats > 1:
+    counts = table["repeats"].dropna().unique() if "repeats" in table else []
+    if len(counts) and max(counts) > 1:
+        each = (
+            f"the median of {int(counts[0])} measurements"
+            if len(counts) == 1
+            else "the median of its row's `repeats` measurements"
+        )
         section.text.append(
-            f"Each benchmark figure is the median of {int(repeats)} measurements (vecbench bench "
-            "--repeats); the bars and the _min/_max columns span the lowest to the highest. "
-            "The knees use the medians."
+            f"Each benchmark figure is {each} (vecbench bench --repeats); the bars and the "
+            "_min/_max columns span the lowest to the highest. The knees use the medians."
         )
     section.text.append(
         "Env steps per second against the number of parallel envs: env stepping alone, env "

@@ -447,3 +447,26 @@ def test_bench_results_are_strict_json(inputs: Path) -> None:
 
     rows = json.loads((inputs / "bench" / "cartpole.json").read_text(), parse_constant=refuse)
     assert rows and all(row["gpu_memory_peak_mb"] is None for row in rows)
+
+
+def test_a_benchmark_of_mixed_repeats_says_so() -> None:
+    """Parts measured with different --repeats: the text does not claim one count for all."""
+    from reports.collect import Collection
+    from reports.sections import throughput
+
+    def rows(mode: str, repeats: int) -> list[dict]:
+        return [
+            {"mode": mode, "num_envs": n, "steps_per_second": 1e6 * n, "repeats": repeats,
+             "steps_per_second_min": 9e5 * n, "steps_per_second_max": 1.1e6 * n,
+             "gpu_memory_peak_mb": 1.0, "device_name": "cpu"}
+            for n in (1, 4)
+        ]  # fmt: skip
+
+    def text(bench: list[dict]) -> str:
+        empty = pd.DataFrame()
+        section = throughput(Collection(empty, empty, [], pd.DataFrame(bench)), None, 1000)
+        return " ".join(section.text)
+
+    mixed = text(rows("env", 5) + rows("train", 3))
+    assert "median of its row's `repeats` measurements" in mixed and "of 5" not in mixed
+    assert "the median of 3 measurements" in text(rows("train", 3))
