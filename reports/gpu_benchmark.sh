@@ -11,7 +11,8 @@
 # call of the device tool runs out at 10 minutes, so run them a few at a time there, the
 # report last (it reads every part's files under OUTPUT_DIR/bench).
 # VECBENCH picks the command (default: vecbench; e.g. VECBENCH="python3 -m harness.cli");
-# REPEATS, if set, is every bench call's --repeats (the report names each row's count).
+# REPEATS, if set, is every bench call's --repeats (the report names each row's count);
+# SET adds overrides to every bench call (e.g. SET=tracking.wandb=disabled).
 set -euo pipefail
 out=${1:?usage: gpu_benchmark.sh OUTPUT_DIR [PART...]}
 shift
@@ -19,7 +20,9 @@ parts=${*:-env inference train offpolicy launch arm report}
 vb=${VECBENCH:-vecbench}
 repeat=()
 [ -n "${REPEATS:-}" ] && repeat=(--repeats "$REPEATS")
-bench() { $vb bench "${repeat[@]}" --device cuda "$@"; }
+extra=()
+[ -n "${SET:-}" ] && read -ra extra <<<"--set $SET"
+bench() { $vb bench "${repeat[@]}" --device cuda "$@" "${extra[@]}"; }
 raw="$out/bench"
 mkdir -p "$raw"
 eager="experiment.cuda_graph=false experiment.fused_env=false"

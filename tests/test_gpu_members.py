@@ -286,7 +286,8 @@ def test_a_next_batch_replays_the_kept_graph_and_follows_its_runs_alone(tmp_path
     """Warm workers: a second batch of the same shapes and size takes the first batch's
     objects and replays its captured graph (no new capture; TD3 acts at random eagerly
     first, then the graph goes on from that state); its members follow their eager runs
-    alone."""
+    alone, and TD3's random-action episodes (where a wrong reset draw would show) equal
+    theirs."""
     import pandas as pd
 
     from harness import members as batches
@@ -294,9 +295,9 @@ def test_a_next_batch_replays_the_kept_graph_and_follows_its_runs_alone(tmp_path
 
     def config(seed: int, lr: float, graph: bool):
         extra = (
-            ["algo.name=td3", "env.action_type=continuous", "algo.learning_starts=2048",
+            ["algo.name=td3", "env.action_type=continuous", "algo.learning_starts=16384",
              "algo.buffer_size=65536", "algo.batch_size=512", "algo.hidden=[64, 64]",
-             f"algo.critic_lr={lr}", "experiment.total_env_steps=12288"]
+             f"algo.critic_lr={lr}", "experiment.total_env_steps=24576"]
             if algo == "td3"
             else [f"algo.lr={lr}", "experiment.total_env_steps=65536"]
         )  # fmt: skip
@@ -306,7 +307,7 @@ def test_a_next_batch_replays_the_kept_graph_and_follows_its_runs_alone(tmp_path
                 "experiment.device=cuda",
                 f"experiment.cuda_graph={str(graph).lower()}",
                 "env.num_envs=1024",
-                "experiment.log_interval=1" if algo == "ppo" else "experiment.log_interval=3",
+                "experiment.log_interval=1" if algo == "ppo" else "experiment.log_interval=4",
                 f"experiment.seed={seed}",
                 *extra,
             ]
@@ -331,10 +332,16 @@ def test_a_next_batch_replays_the_kept_graph_and_follows_its_runs_alone(tmp_path
         alone = train(config(*setup, graph=False), run_dir=tmp_path / f"alone-{i}")
         a = pd.read_csv(alone.run_dir / "metrics.csv")
         b = pd.read_csv(tmp_path / f"b-{i}" / "metrics.csv")
-        assert len(a) == len(b) == 4
-        if algo == "td3":  # row 0 is mostly random actions: a wrong reset draw shows here
-            assert b["episode_return"].iloc[0] == pytest.approx(
-                a["episode_return"].iloc[0], rel=1e-5, abs=1e-5
+        assert len(a) == len(b) == (4 if algo == "ppo" else 6)
+        if algo == "td3":  # 16 iterations of random actions (rows 0-3): the same episodes
+            random = a["env_steps"] <= 16384
+            assert random.sum() == 4 and a["episode_return"][random].notna().sum() >= 2
+            torch.testing.assert_close(
+                torch.tensor(b["episode_return"][random].to_numpy()),
+                torch.tensor(a["episode_return"][random].to_numpy()),
+                atol=1e-5,
+                rtol=1e-5,
+                equal_nan=True,
             )
         for key in keys:
             torch.testing.assert_close(

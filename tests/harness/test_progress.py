@@ -102,6 +102,11 @@ def test_config_show_prints_the_resolved_config_that_loads_back(tmp_path: Path, 
     assert main(["config", "show", "--set", "algo.lrr=1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "algo.lrr is not a known key" in err
+    # --set given twice: both count (the later one wins where they name the same key)
+    argv = ["config", "show", "--set", "algo.lr=0.002", "env.num_envs=8", "--set", "algo.lr=0.003"]
+    assert main(argv) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["env"]["num_envs"] == 8 and shown["algo"]["lr"] == 0.003
 
 
 def test_config_keys_lists_every_field_with_its_meaning(capsys) -> None:
