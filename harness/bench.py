@@ -249,9 +249,11 @@ def run_bench(
     train_iterations: int = 20,
     threshold: float = 475.0,
     repeats: int = 1,
+    on_row: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (mode, num_envs) with the hardware and software it ran on: the median
-    of ``repeats`` measurements, with their minimum and maximum."""
+    of ``repeats`` measurements, with their minimum and maximum. ``on_row`` gets the rows
+    so far after each one (to save them before a long benchmark is done)."""
     if repeats <= 0:
         raise ConfigError(f"--repeats must be > 0, got {repeats}")
     device = resolve_device(config.experiment.device)
@@ -306,6 +308,8 @@ def run_bench(
             }
             log.info("%-9s %9d envs  %14s steps/s %s", mode, n, f"{rate:,.0f}", extra or "")
             rows.append(row)
+            if on_row is not None:
+                on_row(rows)
     return rows
 
 
@@ -313,11 +317,11 @@ def write_results(rows: list[dict[str, Any]], out: Path) -> None:
     """``out``.json (rows + metadata) and ``out``.csv, for reports to read."""
     import pandas as pd
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from harness.files import strict_json
+    from harness.files import atomic_write, strict_json
 
-    out.with_suffix(".json").write_text(strict_json(rows))
-    pd.DataFrame(rows).to_csv(out.with_suffix(".csv"), index=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out.with_suffix(".json"), strict_json(rows))
+    atomic_write(out.with_suffix(".csv"), pd.DataFrame(rows).to_csv(index=False))
 
 
 def log_bench(

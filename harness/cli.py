@@ -359,9 +359,9 @@ def _bench(args: argparse.Namespace) -> int:
         args.train_iterations,
         args.threshold,
         repeats,
+        # each row saved as it comes: a benchmark stopped part-way keeps what it measured
+        None if args.output is None else lambda rows: write_results(rows, args.output),
     )
-    if args.output is not None:
-        write_results(rows, args.output)
     print(format_table(rows))
     settings = {
         "num_envs": list(args.num_envs),

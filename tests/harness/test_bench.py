@@ -26,6 +26,28 @@ def test_a_figure_is_the_median_of_its_repeats_with_min_and_max(monkeypatch) -> 
     assert even[0]["steps_per_second"] == pytest.approx(5.5e6)
 
 
+def test_a_benchmark_stopped_part_way_keeps_the_rows_it_measured(monkeypatch, tmp_path) -> None:
+    """`vecbench bench -o OUT` saves each row as it comes: a measurement that fails (or a
+    process killed) after the first num_envs leaves that row in OUT.json and OUT.csv."""
+    import json
+
+    import pandas as pd
+
+    from harness.cli import main
+
+    measured = iter([2.0e6])
+    monkeypatch.setattr(bench, "env_steps_per_second", lambda cfg, steps: next(measured))
+    out = tmp_path / "part"
+    argv = ["bench", "--device", "cpu", "--modes", "env", "--num-envs", "16", "64",
+            "--steps", "5", "--set", "tracking.wandb=disabled", "-o", str(out)]  # fmt: skip
+    with pytest.raises(StopIteration):  # the second measurement fails
+        main(argv)
+    (row,) = json.loads(out.with_suffix(".json").read_text())
+    assert (row["num_envs"], row["steps_per_second"]) == (16, 2.0e6)
+    assert pd.read_csv(out.with_suffix(".csv"))["num_envs"].tolist() == [16]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part.csv", "part.json"]
+
+
 def test_real_repeats_bracket_their_median_and_zero_is_refused() -> None:
     config = load_config(overrides=["tracking.wandb=disabled", "experiment.device=cpu"])
     (row,) = bench.run_bench(config, [16], ("env",), steps=5, repeats=3)
