@@ -280,6 +280,11 @@ def run_bench(
             rates = sorted(r for r, _ in measured)
             rate = statistics.median(rates)
             extra = sorted(measured, key=lambda m: m[0])[(repeats - 1) // 2][1]  # the median's
+            if mode == "launch":  # the launch's own figures: medians of their repeats too
+                for key in ("launch_s", "train_s"):
+                    times = sorted(e[key] for _, e in measured)
+                    extra = {**extra, key: statistics.median(times)}
+                    extra[f"{key}_min"], extra[f"{key}_max"] = times[0], times[-1]
             row = {
                 "task": cfg.env.name,
                 "algo": cfg.algo.name,
@@ -358,8 +363,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         rate = r["steps_per_second"]
         shown = "nan" if math.isnan(rate) else f"{rate:.3g}"
         if r["mode"] == "launch":
+            spread = (
+                f" ({r['launch_s_min']:.1f}-{r['launch_s_max']:.1f})" if "launch_s_min" in r else ""
+            )
             shown += (
-                f" (launch to {r['threshold']:g}: {r['launch_s']:.1f} s, "
+                f" (launch to {r['threshold']:g}: {r['launch_s']:.1f} s{spread}, "
                 f"training {r['train_s']:.1f} s)"
             )
         if r.get("repeats", 1) > 1:

@@ -182,10 +182,14 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
             else "Scaling does not flatten within the measured num_envs."
         )
     if not c.bench.empty and not launch.empty:
-        keep = ["mode", "num_envs", "threshold", "launch_s", "train_s", "env_steps", "device_name"]
+        keep = ["mode", "num_envs", "threshold", "launch_s", "launch_s_min", "launch_s_max",
+                "train_s", "env_steps", "device_name"]  # fmt: skip
+        keep = [k for k in keep if k in launch]
         section.text.append(
             "Launch: a fresh `vecbench train` process timed from its start to its exit at the "
-            "first logged mean return >= threshold (imports, CUDA start-up and training)."
+            "first logged mean return >= threshold (imports, CUDA start-up and training); "
+            "with repeats, the median launch and its range (rows without a range give the "
+            "launch of the repeat with the median training rate)."
         )
         section.tables.append(("launch", "Launch to threshold", launch[keep]))
     section.figures.append(

@@ -26,6 +26,27 @@ def test_a_figure_is_the_median_of_its_repeats_with_min_and_max(monkeypatch) -> 
     assert even[0]["steps_per_second"] == pytest.approx(5.5e6)
 
 
+def test_a_launch_figure_is_the_median_launch_of_its_repeats(monkeypatch) -> None:
+    """The launch time reported is the median of the repeats' launch times (not the launch
+    of the repeat with the median training rate), with its range."""
+    runs = iter(
+        [(9.0, 2.0, 3e6), (7.0, 2.2, 5e6), (8.0, 2.1, 1e6)]  # launch_s, train_s, rate
+    )
+
+    def launch(cfg, threshold):
+        launch_s, train_s, rate = next(runs)
+        return {"launch_s": launch_s, "train_s": train_s, "steps_per_second": rate,
+                "threshold": threshold, "final_return": 480.0, "env_steps": 8192}  # fmt: skip
+
+    monkeypatch.setattr(bench, "launch_to_return", launch)
+    config = load_config(overrides=["tracking.wandb=disabled", "experiment.device=cpu"])
+    (row,) = bench.run_bench(config, [16], ("launch",), repeats=3)
+    assert (row["launch_s"], row["launch_s_min"], row["launch_s_max"]) == (8.0, 7.0, 9.0)
+    assert (row["train_s"], row["train_s_min"], row["train_s_max"]) == (2.1, 2.0, 2.2)
+    assert row["steps_per_second"] == 3e6
+    assert "launch to 475: 8.0 s (7.0-9.0), training 2.1 s" in bench.format_table([row])
+
+
 def test_a_benchmark_stopped_part_way_keeps_the_rows_it_measured(monkeypatch, tmp_path) -> None:
     """`vecbench bench -o OUT` saves each row as it comes: a measurement that fails (or a
     process killed) after the first num_envs leaves that row in OUT.json and OUT.csv."""
