@@ -211,7 +211,12 @@ def _config_keys(args: argparse.Namespace) -> int:
 
 def _add_set(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument(
-        "--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
         help=help + " (repeated --set options add up)",
     )
 

@@ -16,8 +16,7 @@ def calls(tmp_path: Path, *parts: str, **env_vars: str) -> list[list[str]]:
     log = tmp_path / "calls.txt"
     fake = tmp_path / "fake.py"
     fake.write_text(
-        "import sys\n"
-        f"open({str(log)!r}, 'a').write('\\t'.join(sys.argv[1:]) + '\\n')\n"
+        f"import sys\nopen({str(log)!r}, 'a').write('\\t'.join(sys.argv[1:]) + '\\n')\n"
     )
     env = {"PATH": "/usr/bin:/bin", "VECBENCH": f"{sys.executable} {fake}"}
     env.update(env_vars)
