@@ -220,6 +220,12 @@ def launch_to_return(
     }
 
 
+def _policy_hidden(config: RunConfig) -> tuple[int, ...]:
+    """The policy's hidden sizes: PPO's actor_hidden, SAC's and TD3's hidden."""
+    algo = config.algo
+    return tuple(getattr(algo, "actor_hidden", None) or getattr(algo, "hidden", ()))
+
+
 def _graphed(config: RunConfig, device: torch.device, mode: str) -> bool:
     """Whether a benchmark row ran from CUDA graphs (experiment.cuda_graph, null = auto)."""
     wanted = config.experiment.cuda_graph
@@ -294,7 +300,7 @@ def run_bench(
                 "compile": cfg.experiment.compile,
                 "env_stepping": _env_stepping(cfg, device),
                 "policy_precision": getattr(cfg.algo, "policy_precision", "float32"),
-                "actor_hidden": "x".join(map(str, getattr(cfg.algo, "actor_hidden", ()))),
+                "actor_hidden": "x".join(map(str, _policy_hidden(cfg))),
                 "steps_per_second": rate,
                 "steps_per_second_min": rates[0],
                 "steps_per_second_max": rates[-1],

@@ -142,6 +142,10 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
         )
         .reset_index()
     )
+    # each mode's rows together, by num_envs (parts may measure their sizes in any order)
+    order = table.groupby("mode", sort=False).ngroup()
+    table = table.assign(_order=order).sort_values(["_order", "num_envs"], kind="stable")
+    table = table.drop(columns="_order").reset_index(drop=True)
     section = Section("Throughput scaling")
     counts = table["repeats"].dropna().unique() if "repeats" in table else []
     if len(counts) and max(counts) > 1:
@@ -218,8 +222,9 @@ def _bench_label(row: dict[str, Any], varied: set[str] | None = None) -> str:
     if row.get("policy_precision") == "bfloat16" and row["mode"] != "env":
         extras.append("bf16")
     varied = varied or set()
-    if "actor_hidden" in varied and row["mode"] != "env":
-        extras.append(f"mlp {row['actor_hidden']}")
+    hidden = row.get("actor_hidden")  # "" in off-policy rows older than their `hidden`
+    if "actor_hidden" in varied and row["mode"] != "env" and isinstance(hidden, str) and hidden:
+        extras.append(f"mlp {hidden}")
     label = f"{row['mode']} ({'+'.join(extras)})" if extras else str(row["mode"])
     if "algo" in varied and row["mode"] != "env" and isinstance(row.get("algo"), str):
         label = f"{row['algo']} {label}"

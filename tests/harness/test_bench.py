@@ -119,3 +119,17 @@ def test_train_rate_is_the_last_rows_rate_over_the_steady_iterations(tmp_path) -
     assert list(rows["iteration"]) == [3, 6]  # set-up (3 iterations), then the timed 3
     assert rate == pytest.approx(rows["interval_env_steps_per_second"].iloc[-1])
     assert "eval_return" not in rows
+
+
+@pytest.mark.parametrize(
+    ("overrides", "hidden"),
+    [(["algo.name=td3", "algo.hidden=[32, 16]"], "32x16"), (["algo.actor_hidden=[8]"], "8")],
+)
+def test_a_row_names_the_policys_hidden_sizes(monkeypatch, overrides, hidden) -> None:
+    monkeypatch.setattr(bench, "env_steps_per_second", lambda cfg, steps: 1.0)
+    config = load_config(
+        overrides=["tracking.wandb=disabled", "experiment.device=cpu", "env.action_type=continuous",
+                   *overrides]
+    )  # fmt: skip
+    (row,) = bench.run_bench(config, [16], ("env",), steps=5)
+    assert row["actor_hidden"] == hidden

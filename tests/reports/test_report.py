@@ -437,6 +437,8 @@ def test_knee_is_where_four_times_the_envs_stop_doubling_throughput() -> None:
     assert _bench_label(trained) == "train (graph+fused+compile)"
     assert _bench_label({**trained, "algo": "sac"}, {"algo"}) == "sac train (graph+fused+compile)"
     assert _bench_label({**fused, "algo": "sac"}, {"algo"}) == "env (graph+fused)"
+    older = {**trained, "algo": "sac", "actor_hidden": ""}  # before off-policy rows had it
+    assert _bench_label(older, {"algo", "actor_hidden"}) == "sac train (graph+fused+compile)"
 
 
 def test_bench_results_are_strict_json(inputs: Path) -> None:
@@ -468,5 +470,11 @@ def test_a_benchmark_of_mixed_repeats_says_so() -> None:
         return " ".join(section.text)
 
     mixed = text(rows("env", 5) + rows("train", 3))
+    empty = pd.DataFrame()
+    bench = rows("env", 5)[::-1] + rows("train", 3) + rows("env", 5)[:1]  # sizes out of order
+    table = throughput(Collection(empty, empty, [], pd.DataFrame(bench)), None, 1000).tables[0][2]
+    assert table[["mode", "num_envs"]].values.tolist() == [
+        ["env", 1], ["env", 4], ["train", 1], ["train", 4]
+    ]  # fmt: skip
     assert "median of its row's `repeats` measurements" in mixed and "of 5" not in mixed
     assert "the median of 3 measurements" in text(rows("train", 3))
