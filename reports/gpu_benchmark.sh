@@ -9,7 +9,10 @@
 #   bash reports/gpu_benchmark.sh reports/published/h200 train launch   (some parts)
 # Parts: env inference train offpolicy launch arm report (default: all, in that order); one
 # call of the device tool runs out at 10 minutes, so run them a few at a time there, the
-# report last (it reads every part's files under OUTPUT_DIR/bench).
+# report last (it reads every part's files under OUTPUT_DIR/bench; it also runs on a CPU).
+# Rough part times on an H200, read off the calls behind reports/published/h200 (5 repeats
+# for env, inference, arm and launch, 3 for train and offpolicy; parts cut short there are
+# extrapolated): env 4 min, inference 1.5, arm 2, launch 4.5, train 6.5, offpolicy 5.5.
 # VECBENCH picks the command (default: vecbench; e.g. VECBENCH="python3 -m harness.cli");
 # REPEATS, if set, is every bench call's --repeats (the report names each row's count);
 # SET adds overrides to every bench call (e.g. SET=tracking.wandb=disabled).
