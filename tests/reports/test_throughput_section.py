@@ -8,8 +8,6 @@ import pandas as pd
 
 
 def test_knee_is_where_four_times_the_envs_stop_doubling_throughput() -> None:
-    import pandas as pd
-
     from reports.sections import _bench_label, saturation_knees
 
     table = pd.DataFrame(
