@@ -67,6 +67,11 @@ class Algorithm(ABC):
     def load_host_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Put back what `host_state` returned."""
 
-    def replayed(self) -> None:  # noqa: B027 - optional hook
+    def replayed(self) -> None:
         """Advance the host counters by one iteration that a graph replay ran without
-        Python."""
+        Python (its collection, then `update_replayed`)."""
+        self.update_replayed()
+
+    def update_replayed(self) -> None:  # noqa: B027 - optional hook
+        """Advance the host counters by one `update` that a graph replay ran without Python
+        (harness.graphs.Updates: the env steps outside the graph)."""

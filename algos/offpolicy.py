@@ -153,6 +153,9 @@ class OffPolicy(Algorithm):
         for _ in range(self.steps_per_update):
             self.buffer.advance(self.num_envs)
         self.env_steps += self.steps_per_update
+        self.update_replayed()
+
+    def update_replayed(self) -> None:
         self.updates += self.config.updates_per_iteration
 
     def _adam(self, params: Any, lr: float) -> torch.optim.Adam:

@@ -229,7 +229,11 @@ class PPO(Algorithm):
             self.storage.outcome_row(),
         )
         self.storage.advance()
-        self.last_obs = step.obs
+        if self.storage.full:  # GAE's bootstrap, at one address for a captured update
+            if self.last_obs is None:
+                self.last_obs = step.obs.clone()
+            else:
+                self.last_obs.copy_(step.obs)
 
     def _outcome_step(
         self,
@@ -251,6 +255,9 @@ class PPO(Algorithm):
         return self.model.head.mode(out) if deterministic else self.model.head.sample(out, None)
 
     # Update -----------------------------------------------------------------------------
+
+    def update_replayed(self) -> None:
+        self.storage.clear()
 
     def set_progress(self, fraction: float) -> None:
         self.progress.fill_(min(max(fraction, 0.0), 1.0))

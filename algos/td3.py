@@ -125,8 +125,8 @@ class TD3(OffPolicy):
         super().load_host_state(state)
         self.actor_updates = state["actor_updates"]
 
-    def replayed(self) -> None:
-        super().replayed()
+    def update_replayed(self) -> None:
+        super().update_replayed()
         self.actor_updates += self.config.updates_per_iteration // self.config.policy_delay
 
     def _noise(self, shape: torch.Size, std: float) -> torch.Tensor:

@@ -226,15 +226,19 @@ def _policy_hidden(config: RunConfig) -> tuple[int, ...]:
     return tuple(getattr(algo, "actor_hidden", None) or getattr(algo, "hidden", ()))
 
 
-def _graphed(config: RunConfig, device: torch.device, mode: str) -> bool:
-    """Whether a benchmark row ran from CUDA graphs (experiment.cuda_graph, null = auto)."""
+def _graph_scope(config: RunConfig, device: torch.device, mode: str) -> str | None:
+    """What a benchmark row replayed from CUDA graphs (experiment.cuda_graph, null = auto):
+    "iteration" (env modes: the env steps), "update" (training on an env that steps outside
+    torch: harness.graphs.Updates) or None."""
     wanted = config.experiment.cuda_graph
-    if ENVS[config.env.name].not_capturable:
-        return False
+    outside = ENVS[config.env.name].not_capturable
     if mode in ("env", "inference"):
-        return bool(wanted) or (wanted is None and device.type == "cuda")
+        graphed = not outside and (bool(wanted) or (wanted is None and device.type == "cuda"))
+        return "iteration" if graphed else None
     auto = wanted is None and device.type == "cuda" and not config.algo.not_capturable
-    return bool(wanted) or auto
+    if not (wanted or auto):
+        return None
+    return "update" if outside else "iteration"
 
 
 def _env_stepping(config: RunConfig, device: torch.device) -> str:
@@ -296,7 +300,8 @@ def run_bench(
                 "algo": cfg.algo.name,
                 "mode": mode,
                 "num_envs": n,
-                "cuda_graph": _graphed(cfg, device, mode),
+                "cuda_graph": _graph_scope(cfg, device, mode) is not None,
+                "graph_scope": _graph_scope(cfg, device, mode),
                 "compile": cfg.experiment.compile,
                 "env_stepping": _env_stepping(cfg, device),
                 "policy_precision": getattr(cfg.algo, "policy_precision", "float32"),

@@ -8,6 +8,9 @@ the graph holds the NCCL collectives too (algos.distributed). Tensors that
 the region *replaces* (the env's state, the next observation) are copied back into the
 region's inputs at its end, so each replay continues from the last. Random numbers come
 from the run's own generators, registered with the graph so every replay draws fresh ones.
+
+An env that torch cannot capture (MJX steps on JAX) keeps its collection eager; the update
+alone, an algorithm's kernel-heavy part, is then one graph (`Updates`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,22 @@ from envs.base import VecEnv
 Region = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
 
 
+def capture(fn: Callable[[], Any], generators: list[torch.Generator]) -> tuple[Any, Any]:
+    """``fn()`` captured as a CUDA graph drawing from ``generators``: (graph, its outputs)."""
+    graph = torch.cuda.CUDAGraph()
+    for g in generators:
+        graph.register_generator_state(g)
+    mode = "global"
+    if world_size() > 1:
+        # NCCL's watchdog thread queries the events of earlier collectives: let it during
+        # this capture (thread-local mode), with nothing of theirs still in flight.
+        torch.cuda.synchronize()
+        mode = "thread_local"
+    with torch.cuda.graph(graph, capture_error_mode=mode):
+        outputs = fn()
+    return graph, outputs
+
+
 class GraphedRegion:
     """``region(obs) -> (next obs, outputs)`` captured once from ``obs``, then replayed.
 
@@ -38,17 +57,9 @@ class GraphedRegion:
         self.obs = obs.clone()
         self.inputs = inputs = {k: v.clone() for k, v in env.tensors().items()}
         env.load_tensors(inputs)
-        self.graph = torch.cuda.CUDAGraph()
-        for g in generators:
-            self.graph.register_generator_state(g)
-        mode = "global"
-        if world_size() > 1:
-            # NCCL's watchdog thread queries the events of earlier collectives: let it during
-            # this capture (thread-local mode), with nothing of theirs still in flight.
-            torch.cuda.synchronize()
-            mode = "thread_local"
-        with torch.cuda.graph(self.graph, capture_error_mode=mode):
-            next_obs, self.outputs = region(self.obs)
+
+        def captured() -> Any:
+            next_obs, outputs = region(self.obs)
             self.obs.copy_(next_obs)
             # The region's own final tensors: every replay writes them. One made before the
             # capture (the fused env's spare random counter after an odd number of steps)
@@ -57,6 +68,9 @@ class GraphedRegion:
             for name, value in self.written.items():
                 if value is not inputs[name]:
                     inputs[name].copy_(value)
+            return outputs
+
+        self.graph, self.outputs = capture(captured, generators)
         env.load_tensors(inputs)  # capture ran nothing: the inputs still hold the state
 
     def __call__(self) -> tuple[torch.Tensor, Any]:
@@ -138,6 +152,54 @@ class Iterations:
         if self.graph is not None:
             torch.cuda.synchronize(self.device)
             self.graph.graph.reset()
+            self.graph = None
+        self.use_graph = False
+
+
+class Updates:
+    """``algo.update()`` for an env whose steps torch cannot capture: eager, or with
+    ``use_graph`` GRAPH_WARMUP eager updates on a side stream, one capture, then a replay per
+    iteration while collection (env steps, act, observe) stays eager. The algorithm keeps
+    the tensors its update reads at fixed addresses; `update_replayed` advances its host
+    counters after each replay. Eager draws and replays share the registered generators:
+    each replay starts from the offset the eager draws left."""
+
+    def __init__(
+        self,
+        algo: Algorithm,
+        generators: list[torch.Generator],
+        device: torch.device,
+        use_graph: bool,
+    ) -> None:
+        self.algo, self.generators, self.device = algo, generators, device
+        self.use_graph = use_graph
+        self.graph: Any = None
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.warmup = 0
+        self.replays = 0
+
+    def __call__(self) -> dict[str, torch.Tensor]:
+        if not self.use_graph or not self.algo.capture_ready:
+            return self.algo.update()
+        if self.graph is not None:
+            self.graph.replay()
+            self.replays += 1
+            self.algo.update_replayed()
+            return self.outputs
+        with side_stream(self.device):
+            stats = {k: v.clone() for k, v in self.algo.update().items()}
+        self.warmup += 1
+        if self.warmup == GRAPH_WARMUP:
+            counters = self.algo.host_state()
+            self.graph, self.outputs = capture(self.algo.update, self.generators)
+            self.algo.load_host_state(counters)
+        return stats
+
+    def release(self) -> None:
+        """Free the captured graph (updates after this run eagerly)."""
+        if self.graph is not None:
+            torch.cuda.synchronize(self.device)
+            self.graph.reset()
             self.graph = None
         self.use_graph = False
 

@@ -214,7 +214,12 @@ class _Batch:
     def run(self, on_log: MemberLog | None) -> list[RunResult]:
         exp = self.config.experiment
         meta = environment_meta(self.device, device_name(self.device))
-        meta.update(env_stepping=self.env_stepping, cuda_graph=self.use_graph, world_size=1)
+        meta.update(
+            env_stepping=self.env_stepping,
+            cuda_graph=self.use_graph,
+            graph_scope="iteration" if self.use_graph else None,
+            world_size=1,
+        )
         stores, trackers = [], []
         for i, m in enumerate(self.members):
             member_meta = {**meta, "batch": {"members": len(self.members), "index": i}}

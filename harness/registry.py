@@ -57,19 +57,16 @@ def env_stepping(env: VecEnv, fused_env: bool | None, compile: bool) -> str:
     return "compiled" if compile else "eager"
 
 
-def refuse_speedups(
-    env_name: str, fused_env: bool | None, compile: bool, graph: bool | None
-) -> None:
+def refuse_speedups(env_name: str, fused_env: bool | None, compile: bool) -> None:
     """Torch-only speed-ups asked of a task simulated elsewhere fail before the task is
-    built (its simulator's import takes seconds), as `env_stepping` and the runner say."""
+    built (its simulator's import takes seconds), as `env_stepping` says. (A CUDA graph
+    can still replay such a run's update: harness.graphs.Updates.)"""
     why = ENVS[env_name].not_capturable
     if not why:
         return
     for key, wanted in (("fused_env", fused_env), ("compile", compile)):
         if wanted:
             raise ConfigError(f"experiment.{key}: {why}")
-    if graph:
-        raise ConfigError(f"experiment.cuda_graph cannot run: {why}")
 
 
 def speed_up_env(env: VecEnv, fused_env: bool | None, compile: bool) -> str:

@@ -27,7 +27,7 @@ from harness.config import RunConfig, config_hash
 from harness.device import device_name, make_generators
 from harness.errors import ConfigError, DivergedError, RunDirError
 from harness.evaluate import EVAL_SEED_OFFSET, run_episodes
-from harness.graphs import Iterations
+from harness.graphs import Iterations, Updates
 from harness.phases import PhaseTimer
 from harness.progress import run_line
 from harness.registry import make_algo, make_env, refuse_speedups, speed_up_env
@@ -78,6 +78,7 @@ def train(
             meta["world_size"] = rank.world_size
             meta["env_stepping"] = training.env_stepping
             meta["cuda_graph"] = training.use_graph
+            meta["graph_scope"] = training.graph_scope
             if context:
                 meta["context"] = dict(context)
             store = RunStore.create(run_dir, config, meta)
@@ -127,7 +128,7 @@ class _Training:
         self.device = device
         self.rank = rank or distributed.Rank()
         exp = config.experiment
-        refuse_speedups(config.env.name, exp.fused_env, exp.compile, exp.cuda_graph)
+        refuse_speedups(config.env.name, exp.fused_env, exp.compile)
         self.env_gen, self.algo_gen = make_generators(
             config.experiment.seed, device, self.rank.rank
         )
@@ -139,7 +140,10 @@ class _Training:
         # plays the same episodes, and `vecbench eval` (same seed) plays them too.
         self.eval_config = dataclasses.replace(config.env, num_envs=exp.eval_episodes)
         self.stop_streak = 0  # checks in a row at or above experiment.stop_at_return
-        self.use_graph = _use_graph(config, device, self.rank, self.env)
+        # "iteration": one graph per training iteration; "update": the env steps outside
+        # torch (MJX), the update alone is a graph; None: eager.
+        self.graph_scope = _graph_scope(config, device, self.env)
+        self.use_graph = self.graph_scope is not None
         if config.tracking.tensorboard:
             summary_writer()  # a missing package fails before the run directory exists
         self.env_stepping = speed_up_env(self.env, exp.fused_env, exp.compile)
@@ -155,8 +159,14 @@ class _Training:
         self.phases = PhaseTimer(device)
         # The env draws from its own counter: only the algorithm's generator is registered.
         self.iterate = Iterations(
-            self._eager_iteration, self.env, [self.algo_gen], device, self.use_graph, self.algo
+            self._eager_iteration,
+            self.env,
+            [self.algo_gen],
+            device,
+            self.graph_scope == "iteration",
+            self.algo,
         )
+        self.updates = Updates(self.algo, [self.algo_gen], device, self.graph_scope == "update")
         # Env steps of one iteration over all ranks (each steps env.num_envs envs).
         self.steps_per_iteration = (
             self.algo.steps_per_update * self.env.num_envs * self.rank.world_size
@@ -280,6 +290,7 @@ class _Training:
             completed = True
         finally:
             self.iterate.release()
+            self.updates.release()
             wall = self.wall_time_before + time.perf_counter() - start
             result = self._result(wall)
             summary = {**result.__dict__, "run_dir": str(result.run_dir), "completed": completed}
@@ -305,7 +316,7 @@ class _Training:
         self.phases.mark(0)
         obs = collect(self.env, self.algo, obs)
         self.phases.mark(1)
-        stats = self.algo.update()
+        stats = self.updates()
         self.phases.mark(2)
         return obs, stats
 
@@ -401,21 +412,20 @@ class _Training:
         )
 
 
-def _use_graph(
-    config: RunConfig, device: torch.device, rank: distributed.Rank, env: VecEnv
-) -> bool:
-    """Whether training iterations replay from a CUDA graph (experiment.cuda_graph)."""
+def _graph_scope(config: RunConfig, device: torch.device, env: VecEnv) -> str | None:
+    """What a CUDA graph replays (experiment.cuda_graph; null: wherever it can): "iteration",
+    "update" where the env steps outside torch (MJX), or None (eager)."""
     why_not = None
-    if env.not_capturable:
-        why_not = f"cannot run: {env.not_capturable}"
-    elif device.type != "cuda":
+    if device.type != "cuda":
         why_not = f"needs a CUDA device, got {device}"
     elif config.algo.not_capturable:
         why_not = config.algo.not_capturable
     wanted = config.experiment.cuda_graph
     if wanted and why_not:
         raise ConfigError(f"experiment.cuda_graph {why_not}")
-    return wanted is not False and why_not is None
+    if wanted is False or why_not is not None:
+        return None
+    return "update" if env.not_capturable else "iteration"
 
 
 def _without_tracking(config: RunConfig) -> RunConfig:

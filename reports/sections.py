@@ -210,7 +210,9 @@ def _bench_label(row: dict[str, Any], varied: set[str] | None = None) -> str:
     """The mode, with how it ran when not plain eager float32 (graph, fused env kernel,
     compile, bf16), and the task, algorithm and policy size when the benchmark covers
     several. Beside a fused env, compile is the policy's or the algorithm's."""
-    extras = ["graph"] if row.get("cuda_graph") is True else []
+    extras = []
+    if row.get("cuda_graph") is True:
+        extras.append("update graph" if row.get("graph_scope") == "update" else "graph")
     stepping = row.get("env_stepping")  # absent (or NaN) in rows older than fused kernels
     stepping = stepping if isinstance(stepping, str) else None
     if stepping == "fused":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from envs.cartpole import Cartpole, CartpoleConfig
 from envs.randomization import ParamRange
 from harness.config import load_config
 from harness.runner import collect, train
+from tests.helpers.graphs import graph_updates_only
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -237,9 +239,14 @@ def test_graphed_env_steps_equal_eager_steps(how: str) -> None:
             torch.testing.assert_close(b, a, atol=0, rtol=0)
 
 
-def test_graphed_ppo_training_follows_eager_training(tmp_path) -> None:
-    """The same seeded run, eager and with experiment.cuda_graph: same metrics and weights."""
+@pytest.mark.parametrize("scope", ["iteration", "update"])
+def test_graphed_ppo_training_follows_eager_training(scope: str, tmp_path, monkeypatch) -> None:
+    """The same seeded run, eager and with experiment.cuda_graph (the whole iteration, or as
+    with an env stepping outside torch, the update alone): same metrics and weights."""
     import pandas as pd
+
+    if scope == "update":
+        graph_updates_only(monkeypatch)
 
     results = {}
     for graph in (False, True):
@@ -255,6 +262,8 @@ def test_graphed_ppo_training_follows_eager_training(tmp_path) -> None:
             ]
         )
         result = train(config, run_dir=tmp_path / f"graph-{graph}")
+        meta = json.loads((result.run_dir / "meta.json").read_text())
+        assert meta["graph_scope"] == (scope if graph else None)
         rows = pd.read_csv(result.run_dir / "metrics.csv")
         weights = torch.load(result.run_dir / "checkpoint.pt", map_location="cpu")
         results[graph] = rows, weights["algo"]["model"]
@@ -349,20 +358,35 @@ def test_quadruped_on_cuda_equals_cpu_without_copies_or_host_syncs() -> None:
     assert torch.from_dlpack(packed).data_ptr() == packed.unsafe_buffer_pointer()
 
 
-def test_ppo_trains_on_the_quadruped_on_cuda(tmp_path) -> None:
+@pytest.mark.parametrize("name", ["ppo", "td3"])
+def test_the_quadruped_trains_on_cuda_with_its_update_graphed(name: str, tmp_path) -> None:
+    """MJX steps outside torch: collection runs eagerly and each update is a graph replay."""
+    import pandas as pd
+
+    # PPO: 4 iterations (2 eager, a capture, 2 replays); TD3: 2 random ones, then 6 learning
+    algo = ["algo.learning_starts=2048", "algo.n_step=3"] if name == "td3" else []
+    steps = 65536 if name == "ppo" else 8192
     config = load_config(
         overrides=[
             "env.name=quadruped",
             "env.num_envs=1024",
-            "experiment.total_env_steps=65536",
+            f"algo.name={name}",
+            *algo,
+            f"experiment.total_env_steps={steps}",
             "experiment.log_interval=2",
             "tracking.wandb=disabled",
         ]
     )
     result = train(config, run_dir=tmp_path / "run")
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
-    assert meta["env_stepping"] == "mjx" and meta["cuda_graph"] is False
-    assert result.env_steps == 65536
+    assert meta["env_stepping"] == "mjx" and meta["cuda_graph"] is True
+    assert meta["graph_scope"] == "update"
+    rows = pd.read_csv(result.run_dir / "metrics.csv")
+    loss = "policy_loss" if name == "ppo" else "critic_loss"
+    assert math.isfinite(rows[loss].iloc[-1])
+    if name == "td3":  # 6 learning iterations of 2 updates, 4 of them replays
+        state = torch.load(result.run_dir / "checkpoint.pt", map_location="cpu")["algo"]
+        assert state["counters"] == {"env_steps": 8, "updates": 12}
 
 
 def test_graphed_run_logs_collection_and_update_time(tmp_path) -> None:

@@ -8,6 +8,7 @@ import torch
 
 from harness.config import load_config
 from harness.runner import collect, train
+from tests.helpers.graphs import graph_updates_only
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -52,12 +53,22 @@ def _algo(name: str) -> list[str]:
     return [f"algo.name={name}"]
 
 
+@pytest.mark.parametrize("scope", ["iteration", "update"])
 @pytest.mark.parametrize("name", ["sac", "td3", "td3-c51"])
-def test_graphed_off_policy_training_follows_eager_training(name: str, tmp_path) -> None:
+def test_graphed_off_policy_training_follows_eager_training(
+    name: str, scope: str, tmp_path, monkeypatch
+) -> None:
     """The same seeded off-policy run, eager and with experiment.cuda_graph: random steps
-    run eagerly, then learning iterations replay one graph. Same metrics and weights, and
-    the host counters (env steps, updates, the buffer's position and fill) agree."""
+    run eagerly, then learning iterations replay one graph (or, as with an env stepping
+    outside torch, collect eagerly and replay the update's graph). Same metrics and
+    weights, and the host counters (env steps, updates, the buffer's position and fill)
+    agree."""
+    import json
+
     import pandas as pd
+
+    if scope == "update":
+        graph_updates_only(monkeypatch)
 
     results = {}
     for graph in (False, True):
@@ -77,6 +88,8 @@ def test_graphed_off_policy_training_follows_eager_training(name: str, tmp_path)
             ]
         )
         result = train(config, run_dir=tmp_path / f"{name}-{graph}")
+        meta = json.loads((result.run_dir / "meta.json").read_text())
+        assert meta["graph_scope"] == (scope if graph else None)
         rows = pd.read_csv(result.run_dir / "metrics.csv")
         state = torch.load(result.run_dir / "checkpoint.pt", map_location="cpu")
         results[graph] = rows, state["algo"]

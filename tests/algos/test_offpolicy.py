@@ -213,10 +213,13 @@ def test_random_actions_until_learning_starts_and_no_update_before() -> None:
     assert sac.buffer.size == 20 * 8
 
 
+@pytest.mark.parametrize("scope", ["iteration", "update"])
 @pytest.mark.parametrize("cls", [SAC, TD3])
-def test_a_replayed_iteration_advances_the_host_counters_as_an_eager_one(cls) -> None:
-    """A CUDA-graph replay runs no Python: `replayed` must advance what an iteration's
-    Python advances (env steps, updates, TD3's actor updates, the buffer's position)."""
+def test_a_replay_advances_the_host_counters_as_eager_python_does(cls, scope: str) -> None:
+    """A CUDA-graph replay runs no Python. `replayed` must advance what an iteration's Python
+    advances (env steps, updates, TD3's actor updates, the buffer's position);
+    `update_replayed` what `update`'s does, where collection stays eager (an env stepping
+    outside the graph)."""
     config = (SACConfig if cls is SAC else TD3Config)(
         batch_size=16, hidden=(16,), learning_starts=0, buffer_size=100, updates_per_iteration=4
     )
@@ -227,14 +230,20 @@ def test_a_replayed_iteration_advances_the_host_counters_as_an_eager_one(cls) ->
     obs = env.reset()
     for _ in range(20):  # 160 transitions: the 100-row buffer has wrapped
         obs = collect(env, algo, obs)
+    if scope == "update":
+        collect(env, algo, obs)
     before = algo.host_state()
-    collect(env, algo, obs)
+    if scope == "iteration":
+        collect(env, algo, obs)
     algo.update()
     eager = algo.host_state()
     algo.load_host_state(before)
-    algo.replayed()
+    algo.replayed() if scope == "iteration" else algo.update_replayed()
     assert algo.host_state() == eager
-    assert eager["updates"] == before["updates"] + 4 and eager["position"] != before["position"]
+    assert eager["updates"] == before["updates"] + 4
+    assert (eager["position"] != before["position"]) == (scope == "iteration")
+    if cls is TD3:
+        assert eager["actor_updates"] == before["actor_updates"] + 2
 
 
 def test_td3_says_when_its_iteration_cannot_be_one_cuda_graph() -> None:

@@ -118,6 +118,24 @@ def test_update_changes_the_policy_and_returns_finite_stats() -> None:
     assert ppo.model.obs_norm.count.item() == pytest.approx(8 * 32, rel=1e-3)
 
 
+def test_update_inputs_stay_at_one_address_and_a_replayed_update_rewinds_the_rollout() -> None:
+    """A captured update (harness.graphs.Updates, the env stepping outside the graph) reads
+    the tensors of its capture: GAE's bootstrap observation is copied into one tensor each
+    rollout; `update_replayed` rewinds the storage as `update` does."""
+    ppo, env = make_ppo()
+    obs = collect(env, ppo, env.reset())
+    ppo.update()
+    kept = ppo.last_obs
+    assert kept is not None and torch.equal(kept, obs)
+    obs = collect(env, ppo, obs)
+    assert ppo.last_obs is kept and torch.equal(kept, obs)
+    assert ppo.storage.full
+    ppo.update_replayed()
+    assert ppo.storage.step == 0
+    collect(env, ppo, obs)  # a full rollout again, from row 0
+    assert ppo.storage.full and torch.isfinite(ppo.update()["policy_loss"])
+
+
 @pytest.mark.parametrize("action_type", ["discrete", "continuous"])
 def test_compiled_iterations_equal_eager_ones(monkeypatch, action_type: str) -> None:
     """PPO.compile traces every piece whole (fullgraph: a graph break would raise) and, with
