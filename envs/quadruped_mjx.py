@@ -97,89 +97,6 @@ def set_params(m: mujoco.MjModel, params: np.ndarray) -> None:
     m.actuator_biasprm[:, 1] *= gain
 
 
-def _rotate(quat: jax.Array, v: jax.Array) -> jax.Array:
-    """Vectors v [..., 3] rotated by unit quaternions quat [..., 4] (w, x, y, z)."""
-    w, u = quat[..., :1], quat[..., 1:]
-    uv = jnp.cross(u, v)
-    return v + 2.0 * (w * uv + jnp.cross(u, uv))
-
-
-def _multiply(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Quaternion products a b [..., 4] (w, x, y, z)."""
-    aw, ax, ay, az = (a[..., i] for i in range(4))
-    bw, bx, by, bz = (b[..., i] for i in range(4))
-    return jnp.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        axis=-1,
-    )
-
-
-@dataclass(frozen=True)
-class LegChains:
-    """Each foot's kinematic chain below the free-floating torso, L bodies of one hinge
-    each, from the model: [F, L, ...] body offsets, joint axes, anchors and qpos columns,
-    and the foot geom's offset [F, 3] in its body."""
-
-    body_pos: np.ndarray  # [F, L, 3] in the parent body
-    body_quat: np.ndarray  # [F, L, 4]
-    axis: np.ndarray  # [F, L, 3] the hinge axis in its body
-    anchor: np.ndarray  # [F, L, 3] the hinge's position in its body
-    column: np.ndarray  # [F, L] the hinge's qpos column
-    zero: np.ndarray  # [F, L] the hinge's angle in the model's pose (qpos0, its ref)
-    foot: np.ndarray  # [F, 3]
-
-    @staticmethod
-    def of(m: mujoco.MjModel, feet: np.ndarray) -> LegChains:
-        chains = []
-        for g in feet:
-            bodies = []
-            b = int(m.geom_bodyid[g])
-            while m.body_parentid[b] != 0 and m.body_jntnum[b] == 1:  # up to the torso
-                bodies.append(b)
-                b = int(m.body_parentid[b])
-            if m.jnt_type[m.body_jntadr[b]] != mujoco.mjtJoint.mjJNT_FREE:
-                raise ValueError("a foot's chain must end at a free-floating body")
-            chains.append(bodies[::-1])
-        joints = [[int(m.body_jntadr[b]) for b in chain] for chain in chains]
-        if any(m.jnt_type[j] != mujoco.mjtJoint.mjJNT_HINGE for js in joints for j in js):
-            raise ValueError("a foot's chain must be of hinges")
-        return LegChains(
-            body_pos=np.array([m.body_pos[c] for c in chains], np.float32),
-            body_quat=np.array([m.body_quat[c] for c in chains], np.float32),
-            axis=np.array([m.jnt_axis[j] for j in joints], np.float32),
-            anchor=np.array([m.jnt_pos[j] for j in joints], np.float32),
-            column=np.array([m.jnt_qposadr[j] for j in joints]),
-            zero=np.array([m.qpos0[m.jnt_qposadr[j]] for j in joints], np.float32),
-            foot=np.array(m.geom_pos[feet], np.float32),
-        )
-
-    def positions(self, qpos: jax.Array) -> jax.Array:
-        """[N, F, 3] world positions of the feet at qpos [N, nq]: MuJoCo's forward
-        kinematics (mj_kinematics) along these chains alone."""
-        n, f = qpos.shape[0], self.foot.shape[0]
-        pos = jnp.broadcast_to(qpos[:, None, :3], (n, f, 3))
-        root = qpos[:, 3:7] / jnp.linalg.norm(qpos[:, 3:7], axis=1, keepdims=True)
-        quat = jnp.broadcast_to(root[:, None], (n, f, 4))
-        for level in range(self.column.shape[1]):
-            pos = pos + _rotate(quat, jnp.asarray(self.body_pos[:, level]))
-            quat = _multiply(quat, jnp.asarray(self.body_quat[:, level]))
-            anchor = pos + _rotate(quat, jnp.asarray(self.anchor[:, level]))
-            angle = qpos[:, self.column[:, level]] - jnp.asarray(self.zero[:, level])
-            half = angle[..., None] / 2  # [N, F, 1]
-            turn = jnp.concatenate(
-                [jnp.cos(half), jnp.sin(half) * jnp.asarray(self.axis[:, level])], axis=-1
-            )
-            quat = _multiply(quat, turn)
-            quat = quat / jnp.linalg.norm(quat, axis=-1, keepdims=True)
-            pos = anchor - _rotate(quat, jnp.asarray(self.anchor[:, level]))
-        return pos + _rotate(quat, jnp.asarray(self.foot))
-
-
 def _rotate_inverse(quat: jax.Array, v: jax.Array) -> jax.Array:
     """World vectors v [N, 3] in the body frames of unit quaternions quat [N, 4] (w, x, y, z)."""
     w, u = quat[:, :1], quat[:, 1:]
@@ -212,7 +129,6 @@ class Simulation:
         self.template = mjx.make_data(self.mx, device=device)  # one env's Data
         geom = mujoco.mjtObj.mjOBJ_GEOM
         self.feet = np.array([mujoco.mj_name2id(model, geom, f"{leg}_foot") for leg in LEGS])
-        self.chains = LegChains.of(model, self.feet)
         torso_geom = mujoco.mj_name2id(model, geom, "torso")
         self.torso_half = jnp.asarray(model.geom_size[torso_geom], jnp.float32)  # [3]
         torso = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "torso")
@@ -253,8 +169,7 @@ class Simulation:
         return d.qpos, d.qvel, d.qacc_warmstart, d.actuator_force
 
     def _foot_positions(self, qpos: jax.Array) -> jax.Array:
-        """[4, 3] world positions of the foot centres at qpos (MJX's whole kinematics: the
-        reference of `LegChains.positions`)."""
+        """[4, 3] world positions of the foot centres at qpos."""
         d = mjx.kinematics(self.mx, self.template.replace(qpos=qpos))
         return d.geom_xpos[self.feet]
 
@@ -289,7 +204,7 @@ class Simulation:
         qpos = jnp.broadcast_to(self.stand, (n, self.stand.shape[0])).at[:, 7:].add(noise)
         u = self._uniform(k_command, 3)
         command = self.command_low + (self.command_high - self.command_low) * u
-        feet = self.chains.positions(qpos)
+        feet = self._batched(self._foot_positions)(qpos)
         return {
             "qpos": qpos,
             "qvel": jnp.zeros((n, self.mx.nv), jnp.float32),
@@ -338,7 +253,7 @@ class Simulation:
         qpos, qvel, warm, force = self._batched(self._physics)(
             params, state["qpos"], state["qvel"], state["warm"], ctrl
         )
-        feet = self.chains.positions(qpos)
+        feet = self._batched(self._foot_positions)(qpos)
         steps = state["steps"] + 1
         after = {**state, "qpos": qpos, "qvel": qvel, "warm": warm, "feet": feet}
         after["last_action"] = a

@@ -158,8 +158,8 @@ class Iterations:
 
 class Updates:
     """``algo.update()`` for an env whose steps torch cannot capture: eager, or with
-    ``use_graph`` GRAPH_WARMUP eager updates on a side stream, one capture, then a replay per
-    iteration while collection (env steps, act, observe) stays eager. The algorithm keeps
+    ``use_graph`` GRAPH_WARMUP eager updates on a side stream, then one capture and a replay
+    per iteration while collection (env steps, act, observe) stays eager. The algorithm keeps
     the tensors its update reads at fixed addresses; `update_replayed` advances its host
     counters after each replay. Eager draws and replays share the registered generators:
     each replay starts from the offset the eager draws left."""
@@ -181,19 +181,19 @@ class Updates:
     def __call__(self) -> dict[str, torch.Tensor]:
         if not self.use_graph or not self.algo.capture_ready:
             return self.algo.update()
-        if self.graph is not None:
-            self.graph.replay()
-            self.replays += 1
-            self.algo.update_replayed()
-            return self.outputs
-        with side_stream(self.device):
-            stats = {k: v.clone() for k, v in self.algo.update().items()}
-        self.warmup += 1
-        if self.warmup == GRAPH_WARMUP:
+        if self.graph is None and self.warmup < GRAPH_WARMUP:
+            with side_stream(self.device):
+                stats = {k: v.clone() for k, v in self.algo.update().items()}
+            self.warmup += 1
+            return stats
+        if self.graph is None:  # the capture runs nothing: this update is its first replay
             counters = self.algo.host_state()
             self.graph, self.outputs = capture(self.algo.update, self.generators)
             self.algo.load_host_state(counters)
-        return stats
+        self.graph.replay()
+        self.replays += 1
+        self.algo.update_replayed()
+        return self.outputs
 
     def release(self) -> None:
         """Free the captured graph (updates after this run eagerly)."""

@@ -141,30 +141,6 @@ def test_mjx_agrees_with_c_mujoco_with_each_envs_parameters() -> None:
     assert np.abs(nominal[-1] - reference[-1]).max() > 100 * err
 
 
-def test_foot_chains_place_the_feet_where_c_mujocos_kinematics_does() -> None:
-    """The step's foot positions (contacts, foot slip) come from the legs' chains alone, not
-    MJX's whole kinematics: the same positions as C MuJoCo's mj_kinematics for any pose."""
-    import jax.numpy as jnp
-
-    model = sim.load_model(MODEL_PATH)
-    rng = np.random.default_rng(0)
-    qpos = np.tile(sim.stand_qpos(model), (16, 1))
-    qpos[:, :3] += rng.normal(0, 0.3, (16, 3))
-    qpos[:, 3:7] = rng.normal(0, 1, (16, 4))  # not normalised: MuJoCo normalises it
-    qpos[:, 7:] = rng.uniform(-2.5, 2.5, (16, 12))
-    feet = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"{leg}_foot") for leg in sim.LEGS]
-    data = mujoco.MjData(model)
-    reference = []
-    for q in qpos:
-        data.qpos[:] = q
-        mujoco.mj_kinematics(model, data)
-        reference.append(data.geom_xpos[feet].copy())
-    chains = sim.LegChains.of(model, np.array(feet))
-    got = np.asarray(chains.positions(jnp.asarray(qpos, jnp.float32)))
-    assert got.shape == (16, 4, 3)
-    assert np.abs(got - np.stack(reference)).max() < 1e-5
-
-
 def test_randomisation_draws_each_envs_parameters_inside_its_range_on_reset() -> None:
     env = quadruped(*RANDOMIZED, "env.max_episode_steps=3")
     env.reset()
