@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # The quadruped on a GPU: env-only steps/s next to raw MJX (1024 / 4096 / 8192 envs), then
-# PPO and TD3 learning to walk at the commanded 0.5 m/s, each followed by its greedy
+# PPO and SAC learning to walk at the commanded 0.5 m/s, each followed by its greedy
 # policy's velocity over 256 episodes (mean_velocity_x and velocity_error in eval-*.txt)
 # and the wall time at which its training episodes first tracked the command to 0.1 m/s
 # (reached-*.txt).
 #   bash reports/quadruped_benchmark.sh reports/published/h200/quadruped
 # VECBENCH picks the command (default: vecbench; e.g. VECBENCH="python3 -m harness.cli"),
-# PARTS the parts (default "env ppo td3"), PPO_ENV_STEPS and TD3_ENV_STEPS the budgets,
+# PARTS the parts (default "env ppo sac"), PPO_ENV_STEPS and SAC_ENV_STEPS the budgets,
 # SET extra --set overrides for both runs (e.g. tracking.wandb=disabled).
 set -euo pipefail
 out=${1:?usage: quadruped_benchmark.sh OUTPUT_DIR}
 vb=${VECBENCH:-vecbench}
-parts=${PARTS:-env ppo td3}
+parts=${PARTS:-env ppo sac}
 read -r -a extra <<< "${SET:-}"
 mkdir -p "$out"
 
@@ -24,15 +24,14 @@ ppo=(
     experiment.total_env_steps=${PPO_ENV_STEPS:-100000000}
     experiment.log_interval=10 experiment.checkpoint_interval=1000000
 )
-# FastTD3's recipe at MJX's batch: n-step returns, large batches, several updates per env
-# step (each iteration's 4 updates are one CUDA graph replay), mixed exploration noise.
-td3=(
+# SAC at MJX's batch, FastTD3-style: n-step returns, large batches, several updates per env
+# step (each iteration's 4 updates are one CUDA graph replay).
+sac=(
     env.name=quadruped env.num_envs=4096
-    algo.name=td3 algo.n_step=3 algo.batch_size=8192 algo.updates_per_iteration=4
-    algo.buffer_size=1048576 algo.learning_starts=40960 algo.tau=0.1
-    algo.exploration_noise=0.4 algo.exploration_noise_min=0.05
+    algo.name=sac algo.n_step=3 algo.batch_size=8192 algo.updates_per_iteration=4
+    algo.buffer_size=1048576 algo.learning_starts=40960 algo.tau=0.05
     "algo.hidden=[512, 256, 128]"
-    experiment.total_env_steps=${TD3_ENV_STEPS:-40000000}
+    experiment.total_env_steps=${SAC_ENV_STEPS:-16000000}
     experiment.log_interval=100 experiment.checkpoint_interval=1000000
 )
 
@@ -61,7 +60,7 @@ for part in $parts; do
     case $part in
         env) python3 -m reports.mjx_benchmark --device cuda --num-envs 1024 4096 8192 -o "$out/env" ;;
         ppo) walk ppo "${ppo[@]}" ;;
-        td3) walk td3 "${td3[@]}" ;;
-        *) echo "unknown part: $part (env, ppo, td3)" >&2; exit 2 ;;
+        sac) walk sac "${sac[@]}" ;;
+        *) echo "unknown part: $part (env, ppo, sac)" >&2; exit 2 ;;
     esac
 done
