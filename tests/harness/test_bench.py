@@ -133,3 +133,38 @@ def test_a_row_names_the_policys_hidden_sizes(monkeypatch, overrides, hidden) ->
     )  # fmt: skip
     (row,) = bench.run_bench(config, [16], ("env",), steps=5)
     assert row["actor_hidden"] == hidden
+
+
+def test_what_a_graph_replays_follows_the_task_the_mode_and_the_switch() -> None:
+    """Rows and runs say what their CUDA graphs held: the whole iteration of a torch task,
+    the update alone where the env steps outside torch (the MJX quadruped), or nothing."""
+    import torch
+
+    from envs.cartpole import Cartpole
+    from envs.quadruped import Quadruped
+    from harness.runner import _graph_scope
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # only the type is read
+
+    def config(*overrides: str):
+        return load_config(overrides=list(overrides))
+
+    cartpole, quadruped = config(), config("env.name=quadruped")
+    assert bench._graph_scope(cartpole, cuda, "train") == "iteration"
+    assert bench._graph_scope(quadruped, cuda, "train") == "update"
+    assert bench._graph_scope(quadruped, cuda, "env") is None  # MJX's steps: never a graph
+    assert bench._graph_scope(cartpole, cuda, "env") == "iteration"
+    assert bench._graph_scope(cartpole, cpu, "train") is None
+    off = config("env.name=quadruped", "experiment.cuda_graph=false")
+    assert bench._graph_scope(off, cuda, "train") is None
+    assert _graph_scope(cartpole, cuda, Cartpole) == "iteration"
+    assert _graph_scope(quadruped, cuda, Quadruped) == "update"
+    assert _graph_scope(off, cuda, Quadruped) is None
+    assert _graph_scope(quadruped, cpu, Quadruped) is None
+    insist = config("env.name=quadruped", "experiment.cuda_graph=true")
+    assert _graph_scope(insist, cuda, Quadruped) == "update"  # no longer refused
+    with pytest.raises(ConfigError, match="experiment.cuda_graph needs a CUDA device, got cpu"):
+        _graph_scope(insist, cpu, Quadruped)
+    td3 = config("algo.name=td3", "algo.updates_per_iteration=3", "experiment.cuda_graph=true")
+    with pytest.raises(ConfigError, match="algo.policy_delay"):
+        _graph_scope(td3, cuda, Quadruped)

@@ -42,6 +42,9 @@ def test_knee_is_where_four_times_the_envs_stop_doubling_throughput() -> None:
     assert _bench_label({**fused, "algo": "sac"}, {"algo"}) == "env (graph+fused)"
     older = {**trained, "algo": "sac", "actor_hidden": ""}  # before off-policy rows had it
     assert _bench_label(older, {"algo", "actor_hidden"}) == "sac train (graph+fused+compile)"
+    # the MJX quadruped: its env steps outside torch, the update alone is a graph
+    mjx = {"mode": "train", "cuda_graph": True, "graph_scope": "update", "env_stepping": "mjx"}
+    assert _bench_label(mjx) == "train (update graph)"
 
 
 def test_a_benchmark_of_mixed_repeats_says_so() -> None:
