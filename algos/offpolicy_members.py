@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from algos import sac, td3
-from algos.offpolicy import OffPolicyConfig
+from algos.offpolicy import OffPolicyConfig, adam
 from algos.optim import Adam
 from algos.ppo_members import (
     _BatchedLinear,
@@ -435,9 +435,8 @@ class OffPolicyMembers:
     def _torch_adam(self, name: str, params: Any, member: int) -> dict[str, Any]:
         """Member ``member``'s moments as a ``torch.optim.Adam`` state_dict (a run's)."""
         ours = self.optimizers[name]
-        capturable = self.device.type == "cuda"
         lr = float(self.lr[name][member])
-        layout = torch.optim.Adam(list(params), lr=lr, capturable=capturable).state_dict()
+        layout = adam(list(params), lr, self.device).state_dict()
         steps = ours.steps.detach().float().cpu().reshape(())
         layout["state"] = {
             i: {

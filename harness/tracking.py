@@ -312,7 +312,13 @@ class WandbTracker:
         if tracking.wandb == "disabled":
             return
         os.environ.setdefault("WANDB_SILENT", "true")
-        import wandb  # imported here: it is slow and not needed when disabled
+        try:
+            import wandb  # imported here: it is slow and not needed when disabled
+        except ImportError:
+            raise ConfigError(
+                f"tracking.wandb={tracking.wandb} needs the wandb package: install it "
+                "(pip install wandb) or set tracking.wandb=disabled"
+            ) from None
 
         self.run = wandb.init(
             project=tracking.project,

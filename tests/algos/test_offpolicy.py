@@ -207,6 +207,30 @@ def test_td3_updates_the_actor_every_policy_delay_steps() -> None:
     assert all(torch.equal(a, b) for a, b in zip(actor_before, td3.actor.parameters(), strict=True))
 
 
+def test_a_checkpoint_from_cuda_resumes_on_the_cpus_adam_with_its_moments() -> None:
+    """A CUDA run's optimisers are fused and capturable; its checkpoint, loaded on a CPU,
+    keeps the moments and step count and steps on the CPU's kernels."""
+    sac = make(SAC, SACConfig(batch_size=32, hidden=(16,), learning_starts=0))
+    sac.update()
+    saved = sac.state_dict()
+    for name in ("actor_opt", "critic_opt", "alpha_opt"):
+        for group in saved[name]["param_groups"]:
+            group.update(fused=True, capturable=True, foreach=None)  # as written on CUDA
+    resumed = make(SAC, SACConfig(batch_size=32, hidden=(16,), learning_starts=0))
+    resumed.load_state_dict(saved)
+    opt = resumed.critic_opt
+    assert opt.param_groups[0]["capturable"] is False and not opt.param_groups[0]["fused"]
+    first = next(iter(sac.critic_opt.state.values()))
+    again = next(iter(opt.state.values()))
+    assert float(again["step"]) == float(first["step"]) == 2.0
+    torch.testing.assert_close(again["exp_avg_sq"], first["exp_avg_sq"])
+    before = [p.clone() for p in resumed.critic.parameters()]
+    resumed.update()  # a capturable step on CPU tensors would refuse to run
+    assert float(again["step"]) == 4.0
+    after = resumed.critic.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
 def test_random_actions_until_learning_starts_and_no_update_before() -> None:
     sac = make(SAC, SACConfig(batch_size=16, hidden=(16,), learning_starts=10_000))
     assert not sac.learning and sac.update() == {}

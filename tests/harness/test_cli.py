@@ -301,3 +301,17 @@ def test_bad_input_classes_are_one_line_naming_the_key_or_path(
     assert elapsed < 5.0  # the alias bomb is refused, not expanded
     for name, data in files.items():
         assert (tmp_path / name).read_bytes() == data  # nothing given is touched
+
+
+def test_wandb_tracking_without_the_wandb_package_says_how_to_fix_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
+    argv = ["train", "--run-dir", str(tmp_path / "run"), "--set", *SMALL, "tracking.wandb=offline"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "error: tracking.wandb=offline needs the wandb package: install it (pip install wandb) "
+        "or set tracking.wandb=disabled"
+    )
