@@ -33,13 +33,13 @@ def capture(fn: Callable[[], Any], generators: list[torch.Generator]) -> tuple[A
     graph = torch.cuda.CUDAGraph()
     for g in generators:
         graph.register_generator_state(g)
-    mode = "global"
     if world_size() > 1:
-        # NCCL's watchdog thread queries the events of earlier collectives: let it during
-        # this capture (thread-local mode), with nothing of theirs still in flight.
-        torch.cuda.synchronize()
-        mode = "thread_local"
-    with torch.cuda.graph(graph, capture_error_mode=mode):
+        torch.cuda.synchronize()  # no collective of an earlier iteration still in flight
+    # Thread-local: only this thread's CUDA calls can break the capture. Other threads make
+    # their own: NCCL's watchdog queries the events of collectives, and JAX's runtime (the
+    # MJX envs) polls its streams; in global mode one of those during the capture failed a
+    # batch of cartpole members captured after a quadruped batch in the same process.
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         outputs = fn()
     return graph, outputs
 
