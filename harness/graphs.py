@@ -37,8 +37,8 @@ def capture(fn: Callable[[], Any], generators: list[torch.Generator]) -> tuple[A
         torch.cuda.synchronize()  # no collective of an earlier iteration still in flight
     # Thread-local: only this thread's CUDA calls can break the capture. Other threads make
     # their own: NCCL's watchdog queries the events of collectives, and JAX's runtime (the
-    # MJX envs) polls its streams; in global mode one of those during the capture failed a
-    # batch of cartpole members captured after a quadruped batch in the same process.
+    # MJX envs) runs its own. In global mode a capture of cartpole members right after a
+    # quadruped batch in the same process failed once on an H200 (a rerun passed).
     with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         outputs = fn()
     return graph, outputs

@@ -31,7 +31,7 @@ sac=(
     algo.name=sac algo.n_step=3 algo.batch_size=8192 algo.updates_per_iteration=4
     algo.buffer_size=1048576 algo.learning_starts=40960 algo.tau=0.05
     "algo.hidden=[512, 256, 128]"
-    experiment.total_env_steps=${SAC_ENV_STEPS:-24000000}
+    experiment.total_env_steps=${SAC_ENV_STEPS:-32000000}
     experiment.log_interval=100 experiment.checkpoint_interval=1000000
 )
 
