@@ -7,6 +7,7 @@ Shapes: N envs, O obs size, A action size, B batch size.
 
 from __future__ import annotations
 
+import logging
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from algos.replay import ReplayBuffer
 from envs.base import ActionSpace, EnvStep
 from envs.wrappers import RunningMeanStd
 from harness.errors import FieldError
+
+log = logging.getLogger("vecbench.run")
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,14 @@ class OffPolicy(Algorithm):
 
     def update_replayed(self) -> None:
         self.updates += self.config.updates_per_iteration
+
+    def compile(self) -> None:
+        # Not measured to pay: on CUDA the whole iteration is already one graph replay.
+        log.warning(
+            "experiment.compile: %s's networks and updates run uncompiled (it compiles "
+            "PPO's iteration and an env step that is not fused)",
+            self.config.name.upper(),
+        )
 
     def _adam(self, params: Any, lr: float) -> torch.optim.Adam:
         return adam(params, lr, self.device)

@@ -351,3 +351,14 @@ def test_off_policy_solves_continuous_cartpole(
     result = train(config, run_dir=tmp_path / "run")
     assert result.env_steps < 300_000, result
     assert min(greedy_returns(result.run_dir)[-2:]) >= 475
+
+
+@pytest.mark.parametrize("name", ["sac", "td3"])
+def test_experiment_compile_says_it_leaves_off_policy_updates_uncompiled(name, caplog) -> None:
+    config = load_config(overrides=[f"algo.name={name}", "env.action_type=continuous"])
+    env = make_env(config.env, CPU, torch.Generator())
+    algo = make_algo(config.algo, env, CPU, torch.Generator().manual_seed(0))
+    with caplog.at_level("WARNING", logger="vecbench.run"):
+        algo.compile()
+    said = f"experiment.compile: {name.upper()}'s networks and updates run uncompiled"
+    assert said in caplog.text
