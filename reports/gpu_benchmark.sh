@@ -64,6 +64,11 @@ if has offpolicy; then
   done
 fi
 if has launch; then
+  # A launch compiles whatever Python source has no cached bytecode: on a machine that keeps
+  # none (PYTHONDONTWRITEBYTECODE, as on the H200 image) that was about 2.5 s in one call.
+  if python3 -c 'import sys; sys.exit(not sys.flags.dont_write_bytecode)'; then
+    echo "launch: this Python writes no bytecode; uncached modules are compiled at every launch" >&2
+  fi
   bench --modes launch --num-envs 4096 --set $eager -o "$raw/launch-eager"
   bench --modes launch --num-envs 4096 --set $fused experiment.fused_env=false -o "$raw/launch-graph"
   bench --modes launch --num-envs 4096 --set $fused -o "$raw/launch-graph-fused"
