@@ -50,6 +50,15 @@ class Algorithm(ABC):
         """torch.compile what the algorithm runs each iteration (experiment.compile): the
         same computation, rounding aside; a no-op where nothing is compiled."""
 
+    def fused_unavailable(self) -> str | None:
+        """Why `fuse` cannot run here (None: it can); experiment.fused_algo."""
+        return f"{type(self).__name__} has no fused kernels (PPO has)"
+
+    def fuse(self) -> None:
+        """Run the policy step and the update as a few hand-written kernels: the same
+        computation, rounding aside."""
+        raise NotImplementedError(self.fused_unavailable())
+
     # CUDA graphs (harness.graphs.Iterations): whether the config allows a capture at all is
     # the algorithm config's `not_capturable`; these say when, and keep host counters right.
 

@@ -54,6 +54,10 @@ class ExperimentConfig:
     # The task's one-kernel step (Triton, CUDA); null (auto): wherever the task has one and
     # it can run, true: on or an error saying why not. It takes precedence over compile.
     fused_env: bool | None = None
+    # PPO's policy step, values, GAE and minibatch steps as a few Triton kernels (CUDA);
+    # null (auto): wherever they can run, true: on or an error saying why not. It takes
+    # precedence over compile for the algorithm.
+    fused_algo: bool | None = None
 
     def __post_init__(self) -> None:
         for key in (
@@ -272,7 +276,7 @@ def to_dict(config: Any) -> dict[str, Any]:
 # Settings that do not change a run's numbers, left out of `config_hash`: where results are
 # written and how often (name, run_root, log_interval, checkpoint_interval, all of tracking);
 # how the same computation is executed (cuda_graph replays the eager iteration's kernels;
-# compile and fused_env compute the same steps and draw the same counter-hashed random
+# compile, fused_env and fused_algo compute the same steps and draw the same random
 # numbers, rounding at most differently); and device. Device does change numbers (CPU and
 # CUDA generators draw different streams, GPUs round differently) but "auto" does not say
 # which one ran: meta.json's device_name does, and reports show it next to the hash.
@@ -285,6 +289,7 @@ HASH_EXCLUDED = {
         "cuda_graph",
         "compile",
         "fused_env",
+        "fused_algo",
         "device",
     ),
     "tracking": None,  # the whole section

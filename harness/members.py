@@ -57,6 +57,7 @@ _EXPERIMENT_KEYS = (
     "cuda_graph",
     "compile",
     "fused_env",
+    "fused_algo",
 )
 
 
@@ -75,6 +76,8 @@ def unsupported(config: RunConfig) -> str | None:
         return "experiment.eval_interval: batched trials do not evaluate during training"
     if getattr(config.algo, "distributional", False):
         return "algo.distributional: batched trials train scalar critics"
+    if config.experiment.fused_algo:
+        return "experiment.fused_algo: batched trials run their own stacked update"
     return None
 
 

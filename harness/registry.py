@@ -79,6 +79,22 @@ def speed_up_env(env: VecEnv, fused_env: bool | None, compile: bool) -> str:
     return how
 
 
+def speed_up_algo(algo: Algorithm, fused_algo: bool | None, compile: bool) -> str:
+    """Apply experiment.fused_algo and experiment.compile to ``algo``; returns how it runs:
+    "fused", "compiled" or "eager". The fused kernels replace everything compile would
+    compile, so they take precedence (as fused_env does for the env)."""
+    why_not = algo.fused_unavailable()
+    if fused_algo and why_not:
+        raise ConfigError(f"experiment.fused_algo: {why_not}")
+    if fused_algo is not False and why_not is None:
+        algo.fuse()
+        return "fused"
+    if compile:
+        algo.compile()
+        return "compiled"
+    return "eager"
+
+
 def make_algo(
     config: Any, env: VecEnv, device: torch.device, generator: torch.Generator
 ) -> Algorithm:

@@ -30,7 +30,13 @@ from harness.evaluate import EVAL_SEED_OFFSET, run_episodes
 from harness.graphs import Iterations, Updates
 from harness.phases import PhaseTimer
 from harness.progress import run_line
-from harness.registry import make_algo, make_env, refuse_speedups, speed_up_env
+from harness.registry import (
+    make_algo,
+    make_env,
+    refuse_speedups,
+    speed_up_algo,
+    speed_up_env,
+)
 from harness.tensorboard import summary_writer
 from harness.tracking import CHECKPOINT_FILE, NullStore, RunStore, WandbTracker, environment_meta
 
@@ -77,6 +83,7 @@ def train(
             meta = environment_meta(device, device_name(device))
             meta["world_size"] = rank.world_size
             meta["env_stepping"] = training.env_stepping
+            meta["algo_stepping"] = training.algo_stepping
             meta["cuda_graph"] = training.use_graph
             meta["graph_scope"] = training.graph_scope
             if context:
@@ -147,8 +154,7 @@ class _Training:
         if config.tracking.tensorboard:
             summary_writer()  # a missing package fails before the run directory exists
         self.env_stepping = speed_up_env(self.env, exp.fused_env, exp.compile)
-        if exp.compile:
-            self.algo.compile()
+        self.algo_stepping = speed_up_algo(self.algo, exp.fused_algo, exp.compile)
         video = config.tracking.video_interval
         if video % exp.log_interval:
             raise ConfigError(

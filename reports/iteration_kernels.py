@@ -18,7 +18,7 @@ import torch
 from harness.config import load_config
 from harness.device import make_generators
 from harness.graphs import GRAPH_WARMUP, Iterations
-from harness.registry import make_algo, make_env, speed_up_env
+from harness.registry import make_algo, make_env, speed_up_algo, speed_up_env
 from harness.runner import collect
 
 
@@ -39,8 +39,7 @@ def measure(
     env = make_env(config.env, device, env_gen)
     algo = make_algo(config.algo, env, device, algo_gen)
     speed_up_env(env, config.experiment.fused_env, compile)
-    if compile:
-        algo.compile()
+    algo_stepping = speed_up_algo(algo, config.experiment.fused_algo, compile)
 
     def iteration(obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         obs = collect(env, algo, obs)
@@ -74,6 +73,7 @@ def measure(
     return {
         "num_envs": num_envs,
         "compile": compile,
+        "algo": algo_stepping,
         "kernels": sum(kernels.values()),
         "ms_per_iteration": ms,
         "env_steps_per_s": steps / ms * 1e3,
@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--inductor", nargs="*", default=[], metavar="KEY=VALUE", help="torch._inductor.config"
     )
+    parser.add_argument(
+        "--compile", choices=("both", "false", "true"), default="both", help="which rows"
+    )
     parser.add_argument("--kernels", type=int, default=8, help="most frequent kernels shown")
     args = parser.parse_args(argv)
     if args.inductor:
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             setattr(inductor, key, type(getattr(inductor, key))(int(value)))
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     for n in args.num_envs:
-        for compile in (False, True):
+        for compile in {"both": (False, True), "false": (False,), "true": (True,)}[args.compile]:
             row = measure(n, compile, args.set, args.iterations, args.kernels)
             print(json.dumps(row), flush=True)
     return 0

@@ -71,12 +71,13 @@ def test_cuda_step_equals_cpu_step() -> None:
 
 
 def test_ppo_learns_cartpole_on_cuda(tmp_path) -> None:
+    # Seeds 0-3 reached 475 after 2.6-5.9M env steps fused and 3.3-5.2M eager (H200).
     config = load_config(
         overrides=[
             "experiment.device=cuda",
             "tracking.wandb=disabled",
             "env.num_envs=4096",
-            "experiment.total_env_steps=5000000",
+            "experiment.total_env_steps=10000000",
             "experiment.stop_at_return=475",
         ]
     )

@@ -24,6 +24,7 @@ def _run(tmp_path, action_type: str, graph: bool, compile: bool):
             "experiment.device=cuda",
             f"experiment.cuda_graph={str(graph).lower()}",
             f"experiment.compile={str(compile).lower()}",
+            "experiment.fused_algo=false",  # the compiled update, not the Triton one
             f"env.action_type={action_type}",
             "env.num_envs=1024",
             "env.randomization.pole_mass={low: 0.05, high: 0.2}",
@@ -74,8 +75,9 @@ def test_compiled_ppo_follows_eager_training_and_replays_in_a_graph(
 def test_compiled_iteration_has_fewer_kernels_and_no_host_sync() -> None:
     """Compiling fuses an iteration into far fewer kernels (counted by the torch profiler
     over one eager iteration), and its iterations make no host sync."""
-    eager = measure(2048, compile=False, overrides=[], iterations=5)
-    compiled = measure(2048, compile=True, overrides=[], iterations=5)
+    unfused = ["experiment.fused_algo=false"]
+    eager = measure(2048, compile=False, overrides=unfused, iterations=5)
+    compiled = measure(2048, compile=True, overrides=unfused, iterations=5)
     print("kernels per iteration:", eager["kernels"], "eager,", compiled["kernels"], "compiled")
     assert compiled["kernels"] < 0.4 * eager["kernels"], (eager, compiled)
 
