@@ -29,6 +29,31 @@ def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def fused_unavailable(
+    c: PPOConfig, device: torch.device, obs_size: int, action_size: int, batch_size: int
+) -> str | None:
+    """Why PPO with config ``c`` cannot run its fused kernels (None: it can): on ``device``,
+    for observations of ``obs_size`` values, ``action_size`` network outputs (logits or
+    means) and ``batch_size`` samples per update."""
+    if device.type != "cuda" and not _interpreted():
+        return f"it needs a CUDA device, got {device.type}"
+    if world_size() > 1:
+        return "data-parallel runs average gradients between the minibatch steps"
+    if c.policy_precision != "float32":
+        return "it computes in float32 only (algo.policy_precision)"
+    for key in ("actor_hidden", "critic_hidden"):
+        widths = getattr(c, key)
+        if len(widths) != 2 or any(w not in (16, 32, 64, 128) for w in widths):
+            return f"algo.{key} must be two layers of 16, 32, 64 or 128, got {list(widths)}"
+    if obs_size > 128:
+        return f"it takes at most 128 observation values, got {obs_size}"
+    if action_size > 64:
+        return f"it takes at most 64 action values, got {action_size}"
+    if batch_size // c.num_minibatches < 2:
+        return "minibatches need at least 2 samples"
+    return None
+
+
 BACKEND = "inductor"  # torch.compile's backend for PPO.compile (tests use "aot_eager")
 
 
@@ -208,24 +233,13 @@ class PPO(Algorithm):
             setattr(self, name, compiled)
 
     def fused_unavailable(self) -> str | None:
-        c = self.config
-        if self.device.type != "cuda" and not _interpreted():
-            return f"it needs a CUDA device, got {self.device.type}"
-        if world_size() > 1:
-            return "data-parallel runs average gradients between the minibatch steps"
-        if c.policy_precision != "float32":
-            return "it computes in float32 only (algo.policy_precision)"
-        for key in ("actor_hidden", "critic_hidden"):
-            widths = getattr(c, key)
-            if len(widths) != 2 or any(w not in (16, 32, 64, 128) for w in widths):
-                return f"algo.{key} must be two layers of 16, 32, 64 or 128, got {list(widths)}"
-        if self.storage.obs.shape[-1] > 128:
-            return f"it takes at most 128 observation values, got {self.storage.obs.shape[-1]}"
-        if self.model.head.out_size > 64:
-            return f"it takes at most 64 action values, got {self.model.head.out_size}"
-        if self.batch_size // c.num_minibatches < 2:
-            return "minibatches need at least 2 samples"
-        return None
+        return fused_unavailable(
+            self.config,
+            self.device,
+            self.storage.obs.shape[-1],
+            self.model.head.out_size,
+            self.batch_size,
+        )
 
     def fuse(self) -> None:
         """The policy step, the values, GAE and the minibatch steps as Triton kernels

@@ -251,6 +251,31 @@ def _env_stepping(config: RunConfig, device: torch.device) -> str:
     return env_stepping(env, config.experiment.fused_env, config.experiment.compile)
 
 
+def _algo_stepping(config: RunConfig, device: torch.device, mode: str) -> str | None:
+    """How a training or launch row's algorithm ran: "fused" (PPO's Triton kernels),
+    "compiled" or "eager"; None for modes that run no update."""
+    if mode not in ("train", "launch"):
+        return None
+    exp, algo = config.experiment, config.algo
+    if algo.name != "ppo":
+        return "eager"  # SAC and TD3 compile nothing (experiment.compile warns so)
+    from algos.ppo import fused_unavailable
+
+    task = ENVS[config.env.name]
+    env = (
+        None
+        if task.not_capturable
+        else make_env(dataclasses.replace(config.env, num_envs=1), device, torch.Generator(device))
+    )
+    if env is not None and exp.fused_algo is not False:
+        space = env.action_space
+        size = space.n if space.kind == "discrete" else space.shape
+        batch = algo.num_steps * config.env.num_envs
+        if fused_unavailable(algo, device, env.observation_size, size, batch) is None:
+            return "fused"
+    return "compiled" if exp.compile else "eager"
+
+
 def run_bench(
     config: RunConfig,
     num_envs: list[int],
@@ -304,6 +329,7 @@ def run_bench(
                 "graph_scope": _graph_scope(cfg, device, mode),
                 "compile": cfg.experiment.compile,
                 "env_stepping": _env_stepping(cfg, device),
+                "algo_stepping": _algo_stepping(cfg, device, mode),
                 "policy_precision": getattr(cfg.algo, "policy_precision", "float32"),
                 "actor_hidden": "x".join(map(str, _policy_hidden(cfg))),
                 "steps_per_second": rate,

@@ -28,8 +28,10 @@ extra=()
 bench() { $vb bench "${repeat[@]}" --device cuda "$@" "${extra[@]}"; }
 raw="$out/bench"
 mkdir -p "$raw"
-eager="experiment.cuda_graph=false experiment.fused_env=false"
-compiled="experiment.cuda_graph=true experiment.compile=true experiment.fused_env=false"
+# eager and compiled rows take PPO's torch steps; fused rows its Triton kernels (the default)
+eager="experiment.cuda_graph=false experiment.fused_env=false experiment.fused_algo=false"
+compiled="experiment.cuda_graph=true experiment.compile=true experiment.fused_env=false \
+experiment.fused_algo=false"
 fused="experiment.cuda_graph=true"
 sizes="4096 16384 65536 262144 1048576"
 train_sizes="1024 2048 4096 16384 65536 262144"
@@ -53,7 +55,8 @@ if has train; then
   bench --modes train --num-envs $train_sizes --set $eager -o "$raw/train-eager"
   bench --modes train --num-envs $train_sizes --set $fused -o "$raw/train-graph-fused"
   bench --modes train --num-envs $train_sizes --train-iterations 100 \
-      --set $fused experiment.compile=true -o "$raw/train-graph-fused-compile"
+      --set $fused experiment.compile=true experiment.fused_algo=false \
+      -o "$raw/train-graph-fused-compile"
 fi
 if has offpolicy; then
   for algo in td3 sac; do

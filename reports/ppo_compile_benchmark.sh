@@ -9,10 +9,12 @@ set -euo pipefail
 out=${1:?usage: ppo_compile_benchmark.sh OUTPUT_DIR}
 vb=${VECBENCH:-vecbench}
 mkdir -p "$out"
-python3 -m reports.iteration_kernels --num-envs 2048 16384 --kernels 40 | tee "$out/kernels.txt"
+# PPO's torch steps throughout (experiment.fused_algo=false): compile applies to them only
+python3 -m reports.iteration_kernels --num-envs 2048 16384 --kernels 40 \
+  --set experiment.fused_algo=false | tee "$out/kernels.txt"
 for compile in false true; do
   $vb bench --device cuda --modes train --num-envs 2048 16384 --train-iterations 300 \
-    --repeats 3 --set tracking.wandb=disabled experiment.compile=$compile \
+    --repeats 3 --set tracking.wandb=disabled experiment.compile=$compile experiment.fused_algo=false \
     -o "$out/train-compile-$compile"
 done
 if [ -f .peers/run_peers.sh ]; then

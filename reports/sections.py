@@ -208,19 +208,23 @@ def throughput(c: Collection, threshold: float | None, reps: int) -> Section | N
 
 def _bench_label(row: dict[str, Any], varied: set[str] | None = None) -> str:
     """The mode, with how it ran when not plain eager float32 (graph, fused env kernel,
-    compile, bf16), and the task, algorithm and policy size when the benchmark covers
-    several. Beside a fused env, compile is the policy's or the algorithm's."""
+    compile, PPO's fused kernels, bf16), and the task, algorithm and policy size when the
+    benchmark covers several. Beside a fused env, compile is the policy's or the
+    algorithm's (none when PPO's kernels are fused)."""
     extras = []
     if row.get("cuda_graph") is True:
         extras.append("update graph" if row.get("graph_scope") == "update" else "graph")
     stepping = row.get("env_stepping")  # absent (or NaN) in rows older than fused kernels
     stepping = stepping if isinstance(stepping, str) else None
+    algo = row.get("algo_stepping")  # absent (or NaN) in rows older than fused PPO
     if stepping == "fused":
         extras.append("fused")
-        if row.get("compile") is True and row["mode"] != "env":
+        if row.get("compile") is True and row["mode"] != "env" and algo != "fused":
             extras.append("compile")
     elif stepping == "compiled" or (stepping is None and row.get("compile") is True):
         extras.append("compile")
+    if algo == "fused":
+        extras.append("fused ppo")
     if row.get("policy_precision") == "bfloat16" and row["mode"] != "env":
         extras.append("bf16")
     varied = varied or set()

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from algos.ppo import PPO, PPOConfig
-from envs.cartpole import Cartpole, CartpoleConfig
 from harness.config import load_config
-from harness.runner import collect, train
+from harness.runner import train
 from reports.iteration_kernels import measure
+from tests.helpers.graphs import ppo_iteration_without_host_sync
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -81,21 +80,7 @@ def test_compiled_iteration_has_fewer_kernels_and_no_host_sync() -> None:
     print("kernels per iteration:", eager["kernels"], "eager,", compiled["kernels"], "compiled")
     assert compiled["kernels"] < 0.4 * eager["kernels"], (eager, compiled)
 
-    env = Cartpole(CartpoleConfig(num_envs=4096), CUDA, torch.Generator(CUDA).manual_seed(0))
-    env.fuse()
-    ppo = PPO(PPOConfig(), 4, env.action_space, 4096, CUDA, torch.Generator(CUDA).manual_seed(1))
-    ppo.compile()
-    obs = env.reset()
-    for _ in range(2):  # compiles
-        obs = collect(env, ppo, obs)
-        ppo.update()
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        obs = collect(env, ppo, obs)
-        stats = ppo.update()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    stats = ppo_iteration_without_host_sync("compile", warmup=2)
     assert torch.isfinite(torch.stack(list(stats.values()))).all()
 
 

@@ -45,6 +45,29 @@ def test_a_launch_figure_is_the_median_launch_of_its_repeats(monkeypatch) -> Non
     assert (row["train_s"], row["train_s_min"], row["train_s_max"]) == (2.1, 2.0, 2.2)
     assert row["steps_per_second"] == 3e6
     assert "launch to 475: 8.0 s (7.0-9.0), training 2.1 s" in bench.format_table([row])
+    assert row["algo_stepping"] == "eager"  # PPO's fused kernels need CUDA
+
+
+def test_rows_say_whether_ppo_ran_its_fused_kernels(monkeypatch) -> None:
+    import torch
+
+    cpu = torch.device("cpu")
+
+    def stepping(mode: str, *overrides: str) -> str | None:
+        config = load_config(overrides=["env.num_envs=64", *overrides])
+        return bench._algo_stepping(config, cpu, mode)
+
+    assert stepping("train") == "eager"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # where the kernels can run
+    assert stepping("train") == stepping("launch") == "fused"
+    assert stepping("env") is None and stepping("inference") is None
+    assert stepping("train", "experiment.fused_algo=false") == "eager"
+    off = ("experiment.fused_algo=false", "experiment.compile=true")
+    assert stepping("train", *off) == "compiled"
+    assert stepping("train", "algo.actor_hidden=[256, 256]", "experiment.compile=true") == (
+        "compiled"
+    )
+    assert stepping("train", "algo.name=sac", "env.action_type=continuous") == "eager"
 
 
 def test_a_benchmark_stopped_part_way_keeps_the_rows_it_measured(monkeypatch, tmp_path) -> None:

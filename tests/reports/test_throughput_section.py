@@ -42,6 +42,10 @@ def test_knee_is_where_four_times_the_envs_stop_doubling_throughput() -> None:
     assert _bench_label({**fused, "algo": "sac"}, {"algo"}) == "env (graph+fused)"
     older = {**trained, "algo": "sac", "actor_hidden": ""}  # before off-policy rows had it
     assert _bench_label(older, {"algo", "actor_hidden"}) == "sac train (graph+fused+compile)"
+    # PPO's fused kernels: compile then applies to nothing of the row
+    ppo = {**trained, "algo_stepping": "fused"}
+    assert _bench_label(ppo) == "train (graph+fused+fused ppo)"
+    assert _bench_label({**trained, "algo_stepping": "compiled"}) == "train (graph+fused+compile)"
     # the MJX quadruped: its env steps outside torch, the update alone is a graph
     mjx = {"mode": "train", "cuda_graph": True, "graph_scope": "update", "env_stepping": "mjx"}
     assert _bench_label(mjx) == "train (update graph)"
