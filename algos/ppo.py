@@ -203,7 +203,7 @@ class PPO(Algorithm):
             device,
         )
         self.last_obs: torch.Tensor | None = None
-        self.fused: Any = None  # algos.ppo_fused.FusedUpdate once fuse ran
+        self.fused: Any = None  # algos.ppo_fused.FusedPPO once fuse ran
         # Progress through the budget, on the device: a graph replay reads its new value.
         self.progress = torch.zeros((), device=device)
 
@@ -243,14 +243,14 @@ class PPO(Algorithm):
 
     def fuse(self) -> None:
         """The policy step, the values, GAE and the minibatch steps as Triton kernels
-        (algos.ppo_fused): 3 kernels per minibatch step where the eager one launches about
-        225, 3 per policy step against about 60."""
+        (algos.ppo_fused): 306 kernels per iteration at 2048 envs where the torch steps
+        launch 4,502 (reports.iteration_kernels on an H200)."""
         why_not = self.fused_unavailable()
         if why_not:
             raise RuntimeError(why_not)
-        from algos.ppo_fused import FusedUpdate  # Triton's import, only when asked for
+        from algos.ppo_fused import FusedPPO  # Triton's import, only when asked for
 
-        self.fused = FusedUpdate(self)
+        self.fused = FusedPPO(self)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:

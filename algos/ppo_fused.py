@@ -1,18 +1,23 @@
-"""PPO's update in a few Triton kernels on CUDA: GAE in one, each minibatch step in three.
+"""PPO's own work as Triton kernels on CUDA (experiment.fused_algo): a policy step in three,
+the values of final and bootstrap observations in one each, GAE in one, each minibatch step
+in three.
 
-The eager update launches about 225 kernels per minibatch (gathers, two MLPs forward and
-backward through autograd, losses, clipping, Adam per parameter); compiled, about 68. Here a
-minibatch step is: (1) one kernel whose programs each take a share of the minibatch's rows,
-run the actor (or the critic) forward, the losses' gradients and the backward pass in
-registers, and write their partial weight gradients and loss sums; (2) one that adds the
-partials, the squared gradient norm per chunk and, in its first program, the minibatch's
-statistics, Adam's step count and the next adaptive lr; (3) clipping and Adam over the flat
-parameters. The sums run in a fixed order, so a replay computes the same bits.
+The policy step: the observation statistics in parts, their merge into the running mean and
+variance, then normalisation, both networks, sampling from the drawn noise, log-probabilities
+and the rollout-storage writes. An iteration of the torch steps at 2048 envs launched 4,502
+kernels (gathers, two MLPs forward and backward through autograd, losses, clipping, Adam per
+parameter; 1,348 compiled), this one 306 (reports.iteration_kernels, H200). A minibatch step
+is: (1) one kernel whose programs each take a share of the minibatch's rows, run the actor
+(or the critic) forward, the losses' gradients and the backward pass in registers, and write
+their partial weight gradients and loss sums; (2) one that adds the partials, the squared
+gradient norm per chunk and, in its first program, the minibatch's statistics, Adam's step
+count and the next adaptive lr; (3) clipping and Adam over the flat parameters. The sums run
+in a fixed order, so a replay computes the same bits.
 
-It computes what `PPO._minibatch_step` computes (the gpu tests and the interpreter tests
-compare the two) for two hidden layers of power-of-two widths 16..128, float32, one process
-(`PPO.fused_unavailable` says which configs).
-Triton's CPU interpreter runs the kernels too (TRITON_INTERPRET=1).
+It computes what `PPO`'s torch steps compute (the gpu tests and the interpreter tests compare
+the two) for two hidden layers of power-of-two widths 16..128, float32, one process
+(`algos.ppo.fused_unavailable` says which configs). Triton's CPU interpreter runs the kernels
+too (TRITON_INTERPRET=1).
 """
 
 from __future__ import annotations
@@ -612,8 +617,8 @@ def _values(
     tl.store(value_ptr + r, tl.sum(tl.where(tl.arange(0, 16)[None, :] == 0, v, 0.0), 1), mask=rm)
 
 
-class FusedUpdate:
-    """The fused update of one `PPO`: its parameters and Adam's moments become views of three
+class FusedPPO:
+    """The fused kernels of one `PPO`: its parameters and Adam's moments become views of three
     flat buffers the kernels step in place; every scratch buffer is allocated here, once."""
 
     def __init__(self, ppo: PPO) -> None:
