@@ -121,18 +121,16 @@ class Quadruped(VecEnv):
         self.sim = _simulation(spec, self.num_envs, self.jax_device, sim.CPU_CHUNK)
         self._key = self._jax.device_put(jax.random.key(_seed(generator)), self.jax_device)
         self.state: dict[str, Any] | None = None
-        self._inputs: torch.Tensor | None = None  # kept alive while JAX may read it
+        self._inputs: tuple[torch.Tensor, ...] = ()  # kept alive while JAX may read them
         k = len(self.reward_terms)
         o = self.observation_size
-        self._width = 2 * o + k + 5  # columns of the step's [N, W] block
         self._slices = {
             "obs": slice(0, o),
             "final_obs": slice(o, 2 * o),
             "terms": slice(2 * o, 2 * o + k),
-            "reward": 2 * o + k,
-            "terminated": 2 * o + k + 1,
-            "truncated": 2 * o + k + 2,
-            "final": slice(2 * o + k + 3, 2 * o + k + 5),
+            "terminated": 2 * o + k,
+            "truncated": 2 * o + k + 1,
+            "final": slice(2 * o + k + 2, 2 * o + k + 4),
         }
 
     def draw_member_keys(self, generators: list[torch.Generator]) -> None:
@@ -152,11 +150,6 @@ class Quadruped(VecEnv):
         """[N, P] parameters in the simulation's column order."""
         return torch.stack([self.params[name] for name in self._sim_module.PARAMS], dim=1)
 
-    def _inputs_matrix(self, actions: torch.Tensor) -> torch.Tensor:
-        """[N, 12 + P]: the actions, then the parameters (one array, one DLPack exchange)."""
-        columns = [self.params[name].unsqueeze(1) for name in self._sim_module.PARAMS]
-        return torch.cat([actions.detach().to(torch.float32), *columns], dim=1)
-
     def reset(self) -> torch.Tensor:
         self._key, key = self.sim.split(self._key)
         self.params = self.randomizer.sample(self.num_envs)
@@ -167,21 +160,20 @@ class Quadruped(VecEnv):
     def step(self, actions: torch.Tensor) -> EnvStep:
         if self.state is None:
             self.reset()
-        # The JAX call returns only when the GPU is done (quadruped_mjx.Simulation._step):
-        # each torch op around it is GPU idle time, so they are few.
-        inputs = self._inputs_matrix(actions)
-        self.state, packed = self.sim.step(self.state, self._jax.dlpack.from_dlpack(inputs))
-        self._inputs = inputs  # kept alive while JAX may read it
-        flat = torch.from_dlpack(packed)
-        n = self.num_envs
-        out = flat[: n * self._width].view(n, self._width)
+        actions = actions.detach().to(torch.float32).contiguous()
+        params = self.param_matrix()
+        from_dlpack = self._jax.dlpack.from_dlpack
+        self.state, packed = self.sim.step(self.state, from_dlpack(actions), from_dlpack(params))
+        self._inputs = (actions, params)
+        out = torch.from_dlpack(packed)  # [N, 2 * O + K + 4]
         s = self._slices
-        reward = out[:, s["reward"]]
+        terms = out[:, s["terms"]]
+        reward = terms.sum(1)
         terminated = out[:, s["terminated"]] > 0.5
         truncated = out[:, s["truncated"]] > 0.5
         done = terminated | truncated
         final = out[:, s["final"]]
-        self.stats.sums += flat[n * self._width :].view(self.stats.sums.shape)
+        self.stats.record(reward, terms, done, final)
         self._redraw_params_where(done)
         self.episode_step = torch.where(done, 0, self.episode_step + 1)
         info = StepInfo(final_obs=lambda: out[:, s["final_obs"]])

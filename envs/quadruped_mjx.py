@@ -55,7 +55,6 @@ WEIGHTS = {
     "foot_slip": 0.1,
 }
 TERMS = tuple(WEIGHTS)
-FINAL = ("mean_velocity_x", "velocity_error")  # read from each episode's last state
 OBS_SIZE = 52
 
 
@@ -214,8 +213,6 @@ class Simulation:
             "command": command,
             "feet": feet,
             "steps": jnp.zeros((n,), jnp.int32),
-            # This episode's return, length, reward terms and final metrics so far.
-            "running": jnp.zeros((n, 2 + len(TERMS) + len(FINAL)), jnp.float32),
         }
 
     def _observe(self, state: dict[str, jax.Array]) -> jax.Array:
@@ -244,18 +241,13 @@ class Simulation:
         state = {**self._fresh(sub), "key": key}
         return state, self._observe(state)
 
-    def _step(self, state: dict[str, Any], inputs: jax.Array) -> tuple[dict[str, Any], jax.Array]:
-        """One control step of every env from inputs [N, 12 + P] (actions, then parameters
-        in PARAMS order). Returns the new state and one flat f32 array: an
-        [N, 2 * 52 + K + 5] block of obs (after resets), final_obs (before), reward terms
-        [K], reward, terminated, truncated and the final metrics mean velocity x and
-        velocity error, then the sums over the episodes that ended (`episode_sums`).
-
-        The episode statistics accumulate here rather than in torch: the call holds the host
-        until the GPU is done (MJX's solver loops end on device values), so each torch op
-        after it is time the GPU waits."""
+    def _step(
+        self, state: dict[str, Any], action: jax.Array, params: jax.Array
+    ) -> tuple[dict[str, Any], jax.Array]:
+        """One control step of every env. Returns the new state and one [N, 2 * 52 + K + 4]
+        f32 array: obs (after resets), final_obs (before), reward terms [K], terminated,
+        truncated, and the final metrics mean velocity x and velocity error."""
         s = self.spec
-        action, params = inputs[:, :12], inputs[:, 12:]
         a = jnp.clip(action, -1.0, 1.0)
         ctrl = self.default_joints + s.action_scale * a  # MuJoCo clamps to ctrlrange
         qpos, qvel, warm, force = self._batched(self._physics)(
@@ -301,15 +293,6 @@ class Simulation:
         mean_velocity = qpos[:, :2] / elapsed[:, None]  # reset puts every torso at x = y = 0
         velocity_error = jnp.linalg.norm(mean_velocity - command[:, :2], axis=1)
 
-        reward = jnp.sum(terms, axis=1)
-        final = jnp.stack([mean_velocity[:, 0], velocity_error], axis=1)  # [N, F]
-        running = state["running"]
-        after["running"] = jnp.concatenate(
-            [running[:, :1] + reward[:, None], running[:, 1:2] + 1.0,
-             running[:, 2 : 2 + len(TERMS)] + terms, final], axis=1,
-        )  # fmt: skip
-        sums = self.episode_sums(done, after["running"])
-
         key, sub = self.split(state["key"])
         fresh = self._fresh(sub)
         new = {
@@ -326,24 +309,14 @@ class Simulation:
                 obs,
                 final_obs,
                 terms,
-                reward[:, None],
                 terminated[:, None].astype(jnp.float32),
                 truncated[:, None].astype(jnp.float32),
-                final,
+                mean_velocity[:, :1],
+                velocity_error[:, None],
             ],
             axis=1,
         )
-        return new, jnp.concatenate([out.reshape(-1), sums.reshape(-1)])
-
-    def episode_sums(self, done: jax.Array, running: jax.Array) -> jax.Array:
-        """[count, return, length, terms..., finals...] summed over the episodes that end
-        now (`envs.base.EpisodeStatistics.sums`), or one row per member ([M, 3 + K + F],
-        `envs.members.BlockStatistics`)."""
-        ended = done.astype(jnp.float32)[:, None]
-        per_env = jnp.concatenate([ended, running * ended], axis=1)  # [N, 3 + K + F]
-        if self.members == 1:
-            return jnp.sum(per_env, axis=0)
-        return jnp.sum(per_env.reshape(self.members, -1, per_env.shape[1]), axis=1)
+        return new, out
 
 
 def raw_steps_per_second(

@@ -351,10 +351,11 @@ def test_quadruped_on_cuda_equals_cpu_without_copies_or_host_syncs() -> None:
     assert first.sum().item() <= 2, first.nonzero().flatten().tolist()
     assert errors[-1].median().item() < 1e-4
     # The exchange shares memory both ways.
-    inputs = gpu._inputs_matrix(acts[0].to(CUDA))
-    from_torch = jax.dlpack.from_dlpack(inputs)
-    assert from_torch.unsafe_buffer_pointer() == inputs.data_ptr()
-    _, packed = gpu.sim.step(gpu.state, from_torch)
+    actions = acts[0].to(CUDA)
+    params = gpu.param_matrix()
+    from_torch = jax.dlpack.from_dlpack(actions)
+    assert from_torch.unsafe_buffer_pointer() == actions.data_ptr()
+    _, packed = gpu.sim.step(gpu.state, from_torch, jax.dlpack.from_dlpack(params))
     assert torch.from_dlpack(packed).data_ptr() == packed.unsafe_buffer_pointer()
 
 
