@@ -8,7 +8,8 @@ randomisation, the parameters; it writes the observation, terminated, truncated,
 counter and, only where an episode ended, the final observation. The reward (always 1) is
 a view of one constant, and ``final_obs`` is assembled when first read (`StepInfo`). The
 random counter lives in two device scalars used in turn, so no program reads a value
-another is writing. Triton's CPU interpreter runs the kernel too (TRITON_INTERPRET=1).
+another is writing. Triton's CPU interpreter runs the kernel too (TRITON_INTERPRET=1),
+with plain tile loads and stores where the GPU runs inline PTX (`_load_rows`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from envs.cartpole import FORCE_MAG, RESET_BOUND, TAU, THETA_THRESHOLD, X_THRESH
 
 
 def launch_shape(n: int) -> tuple[int, int]:
-    """(envs per program, warps per program), the fastest measured on an H200 (one env
-    per thread up to 16384 envs, two beyond: 15.7 us per step at 1M envs against 18.1 with
-    512 per program)."""
+    """(envs per program, warps per program), the fastest measured on an H200: one env
+    per thread up to 16384 envs, two beyond."""
     return (128, 4) if n <= 16384 else (256, 4)
 
 
@@ -104,8 +104,8 @@ def _rows(first, second, third, fourth, BLOCK: tl.constexpr):
 def _load_rows(ptr, offs, mask):
     """The four columns [BLOCK] of rows ``offs`` of an [N, 4] float32 tensor, one 16-byte
     vector load per row. On the GPU in PTX: each thread keeps the rows of its own envs in
-    registers, where [BLOCK, 4] tiles went through shared memory to become columns (about
-    five layout conversions per step, a third of its time at 1M envs)."""
+    registers, where loading [BLOCK, 4] tiles made Triton move them through shared memory
+    to split them into columns."""
     if _INTERPRET:
         tile = offs[:, None] * 4 + tl.arange(0, 4)[None, :]
         return _columns(tl.load(ptr + tile, mask=mask[:, None], other=0.0))
