@@ -106,6 +106,8 @@ class Cartpole(TensorTask):
         return torch.stack([s["x"], s["x_dot"], s["theta"], s["theta_dot"]], dim=1)  # [N, 4]
 
     def fused_step_unavailable(self) -> str | None:
+        if torch.version.hip is not None:  # the kernel moves rows with inline PTX
+            return "the fused cartpole step runs on NVIDIA GPUs only, not ROCm"
         if self.device.type != "cuda":
             return f"the fused cartpole step needs a CUDA device, got {self.device}"
         try:

@@ -220,7 +220,7 @@ def test_cuda_graph_true_on_cpu_is_a_config_error_before_any_file(tmp_path: Path
     assert not (tmp_path / "run").exists()
 
 
-def test_fused_env_true_where_it_cannot_run_is_a_config_error(tmp_path: Path) -> None:
+def test_fused_env_true_where_it_cannot_run_is_a_config_error(tmp_path: Path, monkeypatch) -> None:
     def config(*overrides: str):
         return load_config(
             overrides=["tracking.wandb=disabled", "experiment.device=cpu", *overrides]
@@ -231,6 +231,11 @@ def test_fused_env_true_where_it_cannot_run_is_a_config_error(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="experiment.fused_env: arm has no fused step kernel"):
         train(config("experiment.fused_env=true", "env.name=arm"), run_dir=tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # The kernel's inline PTX cannot build for ROCm: said before anything compiles.
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.version, "hip", "6.4")
+        with pytest.raises(ConfigError, match="experiment.fused_env: .* NVIDIA GPUs only"):
+            train(config("experiment.fused_env=true"), run_dir=tmp_path / "rocm")
     # Left to auto, a CPU run steps the plain torch env and says so.
     run = tmp_path / "c"
     train(config("experiment.total_env_steps=2048", "experiment.compile=false"), run_dir=run)
