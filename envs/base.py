@@ -124,8 +124,8 @@ class EnvConfig:
             raise FieldError(
                 f"randomization.{unknown[0]}", f"is not a parameter of {self.name} (known: {known})"
             )
-        if self.num_envs <= 0:
-            raise FieldError("num_envs", f"must be > 0, got {self.num_envs}")
+        if not 0 < self.num_envs < 2**31:  # env indices are int32 in the kernels
+            raise FieldError("num_envs", f"must be > 0 and < 2**31, got {self.num_envs}")
         if self.max_episode_steps <= 0:
             raise FieldError("max_episode_steps", f"must be > 0, got {self.max_episode_steps}")
 

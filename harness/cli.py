@@ -85,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_set(ev, "change the env, e.g. a wider randomisation range")
     ev.set_defaults(func=_eval)
 
-    export = sub.add_parser("export", help="a run's greedy policy as ONNX or TorchScript")
+    export = sub.add_parser(
+        "export", help="a run's greedy policy as ONNX, TorchScript or torch.export (.pt2)"
+    )
     export.add_argument("run_dir", type=Path)
     export.add_argument(
         "-o",

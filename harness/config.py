@@ -14,6 +14,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,10 +48,12 @@ class ExperimentConfig:
     # 0: none); each logs eval_return, eval_length and the task's final metrics as eval_*.
     eval_interval: int = 0
     eval_episodes: int = 100  # one episode per env of a separate evaluation env
-    # Replay each training iteration from one CUDA graph; null (auto): on wherever it can
-    # be (PPO on one CUDA device, one process), true: on or an error saying why not.
+    # Replay each training iteration from one CUDA graph (PPO, SAC, TD3; on an env simulated
+    # outside torch, the update alone); null (auto): on wherever it can be (a CUDA device
+    # and an algorithm config that allows it), true: on or an error saying why not.
     cuda_graph: bool | None = None
-    compile: bool = False  # torch.compile the env step
+    # torch.compile the env step (where no fused kernel runs) and PPO's iteration
+    compile: bool = False
     # The task's one-kernel step (Triton, CUDA); null (auto): wherever the task has one and
     # it can run, true: on or an error saying why not. It takes precedence over compile.
     fused_env: bool | None = None
@@ -250,6 +253,27 @@ def apply_override(data: dict[str, Any], item: str) -> None:
             raise ConfigError(f"--set {shown(item)}: {part} is a value, not a section")
         node = child
     node[parts[-1]] = parse_yaml(raw, f"--set {one_line(key, 200)}") if raw.strip() else ""
+
+
+def refuse_overrides(overrides: list[str] | None, allowed: Callable[[str], bool], why: str) -> None:
+    """A one-line error for the first ``--set`` key that ``allowed`` refuses, before any
+    value is parsed (a changed env.name would otherwise fail on the old task's keys)."""
+    for item in overrides or []:
+        key = item.partition("=")[0].strip()
+        if not allowed(key):
+            raise ConfigError(f"--set {one_line(key, 200)}: {why}")
+
+
+# `vecbench eval --set` (and a study's evaluation.set) plays a trained policy: its env may
+# change, not the task or action type the policy was built for, nor the rest of the run.
+POLICY_ENV_WHY = (
+    "an evaluation plays the run's policy: --set changes its env (env.*), not env.name, "
+    "env.action_type, algo or experiment"
+)
+
+
+def env_override(key: str) -> bool:
+    return key.startswith("env.") and key not in ("env.name", "env.action_type")
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:

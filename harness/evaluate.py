@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,8 +14,11 @@ import torch
 from algos.base import Algorithm
 from envs.base import VecEnv
 from harness.device import make_generators, resolve_device
+from harness.errors import RunDirError
 from harness.registry import make_algo, make_env
 from harness.tracking import RunStore, WandbTracker, run_name
+
+log = logging.getLogger("vecbench.eval")
 
 EVAL_SEED_OFFSET = 7_777  # evaluation envs draw from seed + this, apart from training's
 
@@ -43,7 +47,7 @@ def evaluate(
     counting every finished episode in a fixed number of steps has.
     """
     store = RunStore.open(Path(run_dir))
-    config = store.config(overrides)
+    config = store.policy_config(overrides)
     experiment = config.experiment
     dev = resolve_device(device if device is not None else experiment.device)
     env_config = dataclasses.replace(config.env, num_envs=episodes)
@@ -52,7 +56,7 @@ def evaluate(
     env_gen, algo_gen = make_generators(seed, dev)
     env = make_env(env_config, dev, env_gen)
     algo = make_algo(config.algo, env, dev, algo_gen)
-    algo.load_state_dict(store.load_checkpoint(dev)["algo"])
+    store.load_algo(algo, store.load_checkpoint(dev))
 
     return run_episodes(env, algo, deterministic)
 
@@ -77,10 +81,15 @@ def record_eval(
         "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     store.write_eval(record)
-    config, context = store.config(), store.meta().get("context")
+    try:
+        meta = store.meta()
+    except RunDirError as err:  # the result is written; only W&B's link to the run is lost
+        log.warning("%s; the evaluation is not added to the run's W&B summary", err)
+        meta = {}
+    config, context = store.config(), meta.get("context")
     flat = {**{k: v for k, v in record.items() if k != "metrics"}, **result.metrics}
     flat["overrides"] = " ".join(record["overrides"])
-    run_id = store.meta().get("wandb_run_id")
+    run_id = meta.get("wandb_run_id")
     if run_id:  # the tracker does nothing when the run's tracking is disabled
         tracker = WandbTracker(config, store.dir, run_id, context)
         tracker.finish({f"eval/{k}": v for k, v in flat.items()})

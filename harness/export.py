@@ -52,7 +52,7 @@ def load_policy(run_dir: Path) -> tuple[GreedyPolicy, int]:
     cpu = torch.device("cpu")
     env = make_env(dataclasses.replace(config.env, num_envs=1), cpu, torch.Generator())
     algo = make_algo(config.algo, env, cpu, torch.Generator())
-    algo.load_state_dict(store.load_checkpoint(cpu)["algo"])
+    store.load_algo(algo, store.load_checkpoint(cpu))
     for value in vars(algo).values():  # weights become constants of the exported program
         if isinstance(value, torch.nn.Module):
             value.requires_grad_(False)

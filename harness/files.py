@@ -16,12 +16,19 @@ from harness.errors import RunDirError, one_line
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file vecbench wrote (meta.json, summary.json): anything else there,
+    a damaged or replaced file, is a RunDirError naming it."""
     if not path.is_file():
         raise RunDirError(f"{path}: missing")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise RunDirError(f"{path}: corrupt JSON: {err}") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path}: corrupt JSON: {one_line(str(err), 200)}") from None
+    except OSError as err:
+        raise RunDirError(f"{path}: unreadable ({one_line(str(err), 200)})") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: corrupt, expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def strict_json(data: Any) -> str:

@@ -18,7 +18,7 @@ from envs.arm import Arm, ArmConfig
 from envs.base import VecEnv
 from envs.cartpole import Cartpole, CartpoleConfig
 from envs.quadruped import Quadruped, QuadrupedConfig
-from harness.errors import ConfigError, FieldError
+from harness.errors import ConfigError, FieldError, one_line
 
 AlgoFactory = Callable[..., Algorithm]
 
@@ -38,6 +38,17 @@ def make_env(config: Any, device: torch.device, generator: torch.Generator) -> V
         return ENVS[config.name](config, device, generator)
     except FieldError as err:
         raise ConfigError(f"env.{err.key} {err.message}") from None
+    except (MemoryError, torch.OutOfMemoryError) as err:
+        raise _too_many(config.num_envs, device, err) from None
+    except RuntimeError as err:  # the CPU allocator's "can't allocate memory"
+        if "allocate" not in str(err):
+            raise
+        raise _too_many(config.num_envs, device, err) from None
+
+
+def _too_many(num_envs: int, device: torch.device, err: BaseException) -> ConfigError:
+    reason = one_line(str(err), 160) or type(err).__name__
+    return ConfigError(f"env.num_envs={num_envs}: out of memory on {device} ({reason})")
 
 
 def env_stepping(env: VecEnv, fused_env: bool | None, compile: bool) -> str:

@@ -23,7 +23,7 @@ from algos.base import Algorithm
 from algos.distributed import all_reduce_sum
 from envs.base import VecEnv
 from harness import distributed
-from harness.config import RunConfig, config_hash
+from harness.config import HASH_EXCLUDED, RunConfig, config_hash, refuse_overrides
 from harness.device import device_name, make_generators
 from harness.errors import ConfigError, DivergedError, RunDirError
 from harness.evaluate import EVAL_SEED_OFFSET, run_episodes
@@ -38,7 +38,14 @@ from harness.registry import (
     speed_up_env,
 )
 from harness.tensorboard import summary_writer
-from harness.tracking import CHECKPOINT_FILE, NullStore, RunStore, WandbTracker, environment_meta
+from harness.tracking import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    NullStore,
+    RunStore,
+    WandbTracker,
+    environment_meta,
+)
 
 log = logging.getLogger("vecbench.run")  # a study worker sends it to the trial's log
 
@@ -75,6 +82,7 @@ def train(
     and in the W&B config under ``context``.
     """
     rank, device = distributed.setup(config.experiment.device)
+    hold = contextlib.ExitStack()  # the run directory's lock, while training
     try:
         training = _Training(config, device, rank)  # bad settings fail before any file
         store = None
@@ -88,10 +96,28 @@ def train(
             meta["graph_scope"] = training.graph_scope
             if context:
                 meta["context"] = dict(context)
-            store = RunStore.create(run_dir, config, meta)
+            store = RunStore.create(run_dir, config, meta, hold)
         return training.run(store, on_log)
     finally:
+        hold.close()
         distributed.teardown()
+
+
+# What `train --resume --set` may change: the budget, stopping and evaluation (written to
+# config.yaml, so a later resume keeps them), and how the steps run, are logged and tracked
+# (this segment's alone). Not the env, the algorithm or the seed: they shaped the steps so far.
+RESUMED_EXPERIMENT = ("total_env_steps", "stop_at_return", "stop_patience", "eval_interval",
+                      "eval_episodes")  # fmt: skip
+RESUME_EXECUTION = tuple(k for k in HASH_EXCLUDED["experiment"] if k not in ("name", "run_root"))
+CHECKPOINT_KEYS = ("algo", "iteration", "steps_per_iteration", "wall_time_s", "best_return",
+                   "final_return", "env_generator", "algo_generator")  # fmt: skip
+
+
+def _resumable(key: str) -> bool:
+    section, _, name = key.partition(".")
+    if section == "experiment":
+        return name in RESUMED_EXPERIMENT + RESUME_EXECUTION
+    return section == "tracking"
 
 
 def resume(
@@ -99,14 +125,44 @@ def resume(
     overrides: list[str] | None = None,
     on_log: LogCallback | None = None,
 ) -> RunResult:
-    """Continue a run from its checkpoint (``overrides`` may raise the step budget)."""
+    """Continue a run from its checkpoint; ``overrides`` may change what `_resumable` allows
+    (e.g. raise the step budget)."""
     store = RunStore.open(Path(run_dir))
+    refuse_overrides(
+        overrides,
+        _resumable,
+        f"a resumed run keeps its env, algo and seed; to change it, start a new run: "
+        f"vecbench train --config {store.dir / CONFIG_FILE} --set ...",
+    )
+    saved = store.config()
     config = store.config(overrides)
     rank, device = distributed.setup(config.experiment.device)
     try:
         training = _Training(config, device, rank)
-        training.restore(store.load_checkpoint(device), store)
-        return training.run(store if rank.main else None, on_log)
+        with contextlib.ExitStack() as hold:
+            if rank.main:
+                hold.enter_context(store.lock())
+            checkpoint = store.load_checkpoint(device, CHECKPOINT_KEYS)
+            trained = checkpoint["iteration"] * checkpoint["steps_per_iteration"]
+            budget = config.experiment.total_env_steps
+            if trained >= budget and store.finished():  # a rerun would only blank summary.json
+                raise RunDirError(
+                    f"{store.dir}: already trained {trained:,} env steps of its "
+                    f"experiment.total_env_steps={budget}; to train on, raise it: vecbench "
+                    f"train --resume {store.dir} --set experiment.total_env_steps=N"
+                )
+            training.restore(checkpoint, store)
+            kept = dataclasses.replace(
+                saved,
+                experiment=dataclasses.replace(
+                    saved.experiment,
+                    **{k: getattr(config.experiment, k) for k in RESUMED_EXPERIMENT},
+                ),
+            )
+            if rank.main and kept != saved:
+                store.write_config(kept)
+                store.write_meta({**store.meta(), "config_hash": config_hash(kept)})
+            return training.run(store if rank.main else None, on_log)
     finally:
         distributed.teardown()
 
@@ -198,7 +254,7 @@ class _Training:
                 f"{checkpoint.get('steps_per_iteration')} env steps per iteration, the config "
                 f"gives {self.steps_per_iteration}; env.num_envs and algo.num_steps must not change"
             )
-        self.algo.load_state_dict(checkpoint["algo"])
+        store.load_algo(self.algo, checkpoint)
         self.iteration = checkpoint["iteration"]
         self.wall_time_before = checkpoint["wall_time_s"]
         self.best_return = checkpoint["best_return"]

@@ -30,11 +30,14 @@ import torch
 import yaml
 
 from harness.config import (
+    POLICY_ENV_WHY,
     RunConfig,
     apply_override,
     config_from_dict,
     config_hash,
+    env_override,
     parse_yaml,
+    refuse_overrides,
     to_dict,
 )
 from harness.errors import ConfigError, RunDirError, one_line
@@ -48,6 +51,7 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_FILE = "eval.json"
 LAST_STEP_FILE = "vecbench-last-step"  # under wandb/: the last step W&B was sent
+LOCK_FILE = ".training.lock"
 
 
 def git_commit() -> str | None:
@@ -100,6 +104,12 @@ class NullStore:
 
     dir = Path(".")
 
+    def policy_config(self, overrides: list[str] | None) -> RunConfig:
+        """The config that eval and videos play the run's policy under: ``overrides`` may
+        change its env alone (`env_override`)."""
+        refuse_overrides(overrides, env_override, POLICY_ENV_WHY)
+        return self.config(overrides)
+
     def meta(self) -> dict[str, Any]:
         return {}
 
@@ -125,7 +135,14 @@ class RunStore:
     # Creation and reading ----------------------------------------------------------------
 
     @classmethod
-    def create(cls, run_dir: Path, config: RunConfig, meta: dict[str, Any]) -> RunStore:
+    def create(
+        cls,
+        run_dir: Path,
+        config: RunConfig,
+        meta: dict[str, Any],
+        hold: contextlib.ExitStack | None = None,
+    ) -> RunStore:
+        """A new run directory; with ``hold``, its `lock` is taken (first) and kept there."""
         store = cls(run_dir)
         if (store.dir / METRICS_FILE).exists() or (store.dir / CHECKPOINT_FILE).exists():
             raise RunDirError(
@@ -135,9 +152,20 @@ class RunStore:
             store.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise write_error(store.dir, err, "create the run directory") from None
-        atomic_write(store.dir / CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False))
+        if hold is not None:
+            hold.enter_context(store.lock())  # a second process started on it stops here
+        store.write_config(config)
         store.write_meta({**meta, "config_hash": config_hash(config)})
         return store
+
+    def write_config(self, config: RunConfig) -> None:
+        atomic_write(self.dir / CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False))
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a process trains this run: a second `train --resume` (or `--run-dir`)
+        of it is refused instead of both appending rows and overwriting summary.json. The
+        kernel drops the lock when its process ends, however it ends."""
+        return _exclusive(self.dir / LOCK_FILE, self.dir)
 
     @classmethod
     def open(cls, run_dir: Path) -> RunStore:
@@ -165,11 +193,21 @@ class RunStore:
         except ConfigError as err:
             raise RunDirError(str(err)) from None
 
+    def policy_config(self, overrides: list[str] | None) -> RunConfig:
+        """The config that eval and videos play the run's policy under: ``overrides`` may
+        change its env alone (`env_override`)."""
+        refuse_overrides(overrides, env_override, POLICY_ENV_WHY)
+        return self.config(overrides)
+
     def meta(self) -> dict[str, Any]:
         return read_json(self.dir / META_FILE)
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         atomic_write(self.dir / META_FILE, json.dumps(meta, indent=2, default=str))
+
+    def finished(self) -> bool:
+        """Whether the run ended with its summary written."""
+        return (self.dir / SUMMARY_FILE).is_file()
 
     def summary(self) -> dict[str, Any]:
         """summary.json, with its nulls (numbers that were NaN) read back as NaN."""
@@ -266,14 +304,63 @@ class RunStore:
     def has_checkpoint(self) -> bool:
         return (self.dir / CHECKPOINT_FILE).is_file()
 
-    def load_checkpoint(self, device: torch.device) -> dict[str, Any]:
+    def load_algo(self, algo: Any, state: dict[str, Any]) -> None:
+        """``algo`` from a checkpoint's state; one that does not fit the run's config (a
+        checkpoint.pt copied from another run) is a RunDirError naming the file."""
+        try:
+            algo.load_state_dict(state["algo"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as err:
+            raise RunDirError(
+                f"{self.dir / CHECKPOINT_FILE}: does not fit the run's {CONFIG_FILE} "
+                f"({one_line(str(err), 200)})"
+            ) from None
+
+    def load_checkpoint(
+        self, device: torch.device, keys: tuple[str, ...] = ("algo",)
+    ) -> dict[str, Any]:
+        """checkpoint.pt, which must hold ``keys`` (eval and export need the algorithm's
+        state, a resume the training counters too)."""
         path = self.dir / CHECKPOINT_FILE
         if not path.is_file():
             raise RunDirError(f"{path}: no checkpoint in this run directory")
         try:
-            return torch.load(path, map_location=device, weights_only=False)
+            state = torch.load(path, map_location=device, weights_only=False)
         except Exception as err:  # torch raises many types for a damaged file
-            raise RunDirError(f"{path}: cannot read checkpoint ({err})") from None
+            raise RunDirError(
+                f"{path}: cannot read checkpoint ({one_line(str(err), 200)})"
+            ) from None
+        missing = [k for k in keys if k not in state] if isinstance(state, dict) else list(keys)
+        if missing:
+            raise RunDirError(f"{path}: not a vecbench checkpoint (no {', '.join(missing)})")
+        return state
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path, run_dir: Path) -> Any:
+    import fcntl
+
+    try:
+        handle = path.open("a+")
+    except OSError as err:
+        raise write_error(path, err, "lock the run", run_dir) from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunDirError(
+                f"{run_dir}: {holder} is training this run; wait for it to end or stop it, "
+                "then resume"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {platform.node()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_name(config: RunConfig, run_dir: Path, context: Mapping[str, Any] | None) -> str:

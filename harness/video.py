@@ -46,13 +46,13 @@ def record_video(
         raise ConfigError(f"--video-envs and --video-steps must be >= 1, got {envs}, {steps}")
     _check_suffix(out)
     store = RunStore.open(Path(run_dir))
-    config = store.config(overrides)
+    config = store.policy_config(overrides)
     dev = resolve_device(device if device is not None else config.experiment.device)
     seed = config.experiment.seed + EVAL_SEED_OFFSET if seed is None else seed
     env_gen, algo_gen = make_generators(seed, dev)
     shapes = make_env(dataclasses.replace(config.env, num_envs=envs), dev, env_gen)
     algo = make_algo(config.algo, shapes, dev, algo_gen)
-    algo.load_state_dict(store.load_checkpoint(dev)["algo"])
+    store.load_algo(algo, store.load_checkpoint(dev))
     return play(config, algo, dev, out, envs, steps, seed)
 
 

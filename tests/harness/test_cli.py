@@ -62,7 +62,14 @@ def test_train_resume_and_eval_in_process(tmp_path: Path, capsys: pytest.Capture
     ("argv", "message"),
     [
         (["train", "--set", "env.num_envz=4"], "error: --set: env.num_envz is not a known key"),
-        (["train", "--set", "env.num_envs=-1"], "error: --set: env.num_envs must be > 0, got -1"),
+        (
+            ["train", "--set", "env.num_envs=-1"],
+            "error: --set: env.num_envs must be > 0 and < 2**31, got -1",
+        ),
+        (
+            ["train", "--set", "env.num_envs=99999999999999999999"],
+            "error: --set: env.num_envs must be > 0 and < 2**31, got 99999999999999999999",
+        ),
         (["train", "--set", "env.name=ant"], "error: --set: env.name 'ant' is not registered"),
         (
             ["train", "--set", "env.num_envs=2", "algo.num_steps=2", "algo.num_minibatches=8"],

@@ -55,7 +55,7 @@ def test_round_trip_through_plain_dict() -> None:
         (["env.num_envz=4"], "--set: env.num_envz is not a known key"),
         (["colour=red"], "--set: colour is not a known key"),
         (["env.num_envs=many"], "--set: env.num_envs must be an integer, got 'many'"),
-        (["env.num_envs=-3"], "--set: env.num_envs must be > 0, got -3"),
+        (["env.num_envs=-3"], "--set: env.num_envs must be > 0 and < 2**31, got -3"),
         (["algo.lr=0"], "--set: algo.lr must be > 0, got 0.0"),
         (["algo.clip_value_loss=1"], "--set: algo.clip_value_loss must be true or false, got 1"),
         (["algo.lr_schedule=cosine"], "--set: algo.lr_schedule must be one of 'fixed', 'linear'"),

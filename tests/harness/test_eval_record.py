@@ -41,6 +41,39 @@ def test_eval_writes_what_it_printed(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (run_dir / "eval").exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("algo.actor_hidden=[8]", "--set algo.actor_hidden: an evaluation plays the run's policy"),
+        ("env.name=arm", "--set env.name: an evaluation plays the run's policy"),
+        ("env.action_type=continuous", "--set env.action_type: an evaluation plays"),
+        ("experiment.seed=4", "--set experiment.seed: an evaluation plays the run's policy"),
+    ],
+)
+def test_eval_changes_the_env_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture, override: str, message: str
+) -> None:
+    run_dir = tmp_path / "run"
+    train(load_config(overrides=[*TINY, "tracking.wandb=disabled"]), run_dir=run_dir)
+    capsys.readouterr()
+    for video in ([], ["--video", str(tmp_path / "clip.gif")]):
+        assert main(["eval", str(run_dir), "--episodes", "8", "--set", override, *video]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and "Traceback" not in err, err
+    assert not (run_dir / "eval.json").exists() and not (tmp_path / "clip.gif").exists()
+
+
+def test_eval_without_meta_json_still_keeps_its_result(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_dir = tmp_path / "run"
+    train(load_config(overrides=[*TINY, "tracking.wandb=disabled"]), run_dir=run_dir)
+    (run_dir / "meta.json").unlink()
+    assert main(["eval", str(run_dir), "--episodes", "8"]) == 0
+    assert json.loads((run_dir / "eval.json").read_text())["episodes"] == 8
+    assert "meta.json: missing; the evaluation is not added" in caplog.text
+
+
 def test_eval_goes_to_the_runs_wandb_summary(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     train(load_config(overrides=[*TINY, "tracking.wandb=offline"]), run_dir=run_dir)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.config import load_config
+from harness.config import config_hash, load_config
 from harness.errors import ConfigError, DivergedError, RunDirError
 from harness.evaluate import evaluate
 from harness.runner import resume, train
@@ -89,9 +89,48 @@ def test_resume_continues_steps_and_metrics(tmp_path: Path) -> None:
     assert list(metrics["iteration"]) == list(range(2, 21, 2))
     assert second.wall_time_s > first.wall_time_s
     # Learning carried over: the optimiser's step count kept growing.
-    state = RunStore.open(first.run_dir).load_checkpoint(torch.device("cpu"))
+    store = RunStore.open(first.run_dir)
+    state = store.load_checkpoint(torch.device("cpu"))
     assert state["iteration"] == 20
     assert int(state["algo"]["optimizer"]["steps"]) == 20 * 4 * 4
+    # The raised budget is the run's from now on: config.yaml and its hash say so.
+    assert store.config().experiment.total_env_steps == 10240
+    assert store.meta()["config_hash"] == config_hash(store.config())
+    assert store.meta()["config_hash"] == state["config_hash"]
+
+
+def test_resuming_a_finished_run_changes_nothing_and_says_how_to_go_on(tmp_path: Path) -> None:
+    run = small(tmp_path / "run", "experiment.total_env_steps=1024").run_dir
+    before = {name: (run / name).read_bytes() for name in ("summary.json", "metrics.csv")}
+    with pytest.raises(RunDirError, match="already trained 1,024 env steps of its experiment"
+                       r".total_env_steps=1024; to train on, raise it"):  # fmt: skip
+        resume(run)
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.parametrize("key", ["algo.lr=1e-3", "env.num_envs=32", "experiment.seed=3"])
+def test_resume_refuses_what_shaped_the_steps_so_far(tmp_path: Path, key: str) -> None:
+    run = small(tmp_path / "run", "experiment.total_env_steps=1024").run_dir
+    name = key.partition("=")[0]
+    with pytest.raises(ConfigError, match=f"--set {name}: a resumed run keeps its env, algo "
+                       "and seed; to change it, start a new run"):  # fmt: skip
+        resume(run, [key, "experiment.total_env_steps=2048"])
+    assert len(RunStore.open(run).metrics()) == 1
+
+
+def test_a_run_being_trained_is_not_trained_by_a_second_process(tmp_path: Path) -> None:
+    run = small(tmp_path / "run", "experiment.total_env_steps=1024").run_dir
+    rows = (run / "metrics.csv").read_bytes()
+    (tmp_path / "fresh").mkdir()
+    with RunStore(run).lock(), RunStore(tmp_path / "fresh").lock():  # as their trainers hold them
+        with pytest.raises(RunDirError, match=r"run: pid \d+ on .* is training this run"):
+            resume(run, ["experiment.total_env_steps=2048"])
+        with pytest.raises(RunDirError, match="fresh: pid .* is training this run"):
+            small(tmp_path / "fresh", "experiment.total_env_steps=1024")
+    assert (run / "metrics.csv").read_bytes() == rows
+    assert not (tmp_path / "fresh" / "config.yaml").exists()
+    resume(run, ["experiment.total_env_steps=2048"])  # the lock went with its holder
+    assert list(RunStore.open(run).metrics()["env_steps"]) == [1024, 2048]
 
 
 def test_crash_keeps_finished_rows_and_resume_drops_rows_past_the_checkpoint(
@@ -118,19 +157,28 @@ def test_crash_keeps_finished_rows_and_resume_drops_rows_past_the_checkpoint(
     assert store.summary()["completed"] is True
 
 
-def test_resume_rejects_a_changed_batch_shape(tmp_path: Path) -> None:
-    small(tmp_path / "run", "experiment.total_env_steps=1024")
-    with pytest.raises(RunDirError, match="env.num_envs and algo.num_steps must not change"):
-        resume(tmp_path / "run", ["env.num_envs=32"])
-
-
 def test_corrupt_or_missing_run_files_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="nothing: run directory not found"):
         resume(tmp_path / "nothing")
     run = small(tmp_path / "run", "experiment.total_env_steps=1024").run_dir
+    checkpoint = (run / "checkpoint.pt").read_bytes()
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RunDirError, match="checkpoint.pt: cannot read checkpoint"):
         resume(run)
+    torch.save({"iteration": 3}, run / "checkpoint.pt")  # readable, but not a run's
+    with pytest.raises(RunDirError, match=r"checkpoint.pt: not a vecbench checkpoint \(no algo"):
+        evaluate(run, episodes=2)
+    with pytest.raises(RunDirError, match="checkpoint.pt: not a vecbench checkpoint"):
+        resume(run, ["experiment.total_env_steps=2048"])
+    other = small(tmp_path / "other", "experiment.total_env_steps=1024", "algo.actor_hidden=[8]")
+    (run / "checkpoint.pt").write_bytes((other.run_dir / "checkpoint.pt").read_bytes())
+    with pytest.raises(RunDirError, match="checkpoint.pt: does not fit the run's config.yaml"):
+        evaluate(run, episodes=2)
+    (run / "checkpoint.pt").write_bytes(checkpoint)
+    for content in ("null", "[1, 2]", "\x87garbage"):
+        (run / "meta.json").write_text(content, encoding="latin-1")
+        with pytest.raises(RunDirError, match="meta.json: corrupt"):
+            resume(run, ["experiment.total_env_steps=2048"])
     (run / "config.yaml").write_text("env: [broken\n")
     with pytest.raises(RunDirError, match="config.yaml: corrupt YAML"):
         resume(run)
@@ -262,3 +310,20 @@ def test_summary_is_strict_json_with_null_for_nan(tmp_path: Path) -> None:
 
     assert json.loads(text, parse_constant=refuse)["final_return"] is None
     assert math.isnan(RunStore.open(result.run_dir).summary()["final_return"])
+
+
+def test_envs_that_do_not_fit_in_memory_name_num_envs(tmp_path: Path, monkeypatch) -> None:
+    from envs.cartpole import Cartpole
+    from harness import registry
+
+    class TooBig(Cartpole):
+        def __init__(self, *args) -> None:  # as torch's CPU allocator fails
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: not enough "
+                "memory: you tried to allocate 4000000000000 bytes."
+            )
+
+    monkeypatch.setitem(registry.ENVS, "cartpole", TooBig)
+    with pytest.raises(ConfigError, match=r"env.num_envs=64: out of memory on cpu \(.*allocate"):
+        small(tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -196,15 +196,21 @@ def test_wandb_rows_a_killed_segment_lost_are_sent_again_on_resume(tmp_path: Pat
     holds its header alone, while vecbench-last-step says those steps were sent. A resumed
     run reads what the files hold and first sends metrics.csv's missing rows: every step
     once, in order."""
+    import wandb
+
     from harness.runner import resume
     from harness.wandb_files import read_records
     from tests.helpers.wandb_records import logged_history
 
     run_dir = interrupted_run(tmp_path)
+    # W&B's service writes the offline file after run.finish() returns (on a loaded CPU a
+    # truncated file was seen filled again): its writer must be gone, as kill -9 leaves it.
+    wandb.teardown()
     (killed,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     killed.write_bytes(killed.read_bytes()[:7])  # what kill -9 left: the header alone
     assert (run_dir / "wandb" / "vecbench-last-step").read_text() == "4096"  # iteration 8
     resume(run_dir)
+    wandb.teardown()  # the resumed segment's file complete
     first, second = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert first == killed and read_records(first) == []
     metrics = RunStore.open(run_dir).metrics()
