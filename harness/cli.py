@@ -131,7 +131,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run dirs, study dirs or bench JSON (searched recursively)",
     )
     report.add_argument("-o", "--output", type=Path, required=True, help="report directory")
-    report.add_argument("--storage", help="database URL of studies to include")
+    report.add_argument(
+        "--storage", help="storage of studies to include: a database URL or a journal file"
+    )
     report.add_argument(
         "--study",
         dest="studies",
@@ -318,11 +320,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _study_run(args: argparse.Namespace) -> int:
-    from studies.run import run_study, study_status
+    from studies.run import StudyFailedError, run_study, study_status
     from studies.spec import load_study
 
     loaded = load_study(args.study)
-    run_study(loaded, args.workers, args.storage, args.gpus, args.batch_trials)
+    try:
+        run_study(loaded, args.workers, args.storage, args.gpus, args.batch_trials)
+    except StudyFailedError:
+        print(study_status(loaded, args.storage))  # the table, then the one-line error
+        raise
     print(study_status(loaded, args.storage))
     print(f"results: {loaded.study_dir}")
     return 0

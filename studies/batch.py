@@ -45,17 +45,17 @@ class _Planned:
 
 def run_batch(worker: Worker, trials: list[optuna.Trial]) -> None:
     """Train ``trials`` in batches of runs that agree on shapes, then tell Optuna each result."""
-    from studies.engine import suggest
+    from studies.engine import TrialOutcome, suggest
 
     start = time.perf_counter()
     planned: list[_Planned] = []
     for trial in trials:
+        params: dict[str, Any] = {}
         try:
             params = suggest(trial, worker.spec)
             plan = _Planned(trial, params, worker._job(trial, params))
         except ConfigError as err:
-            worker.study.tell(trial, state=TrialState.FAIL)
-            log.warning("trial %d failed: %s", trial.number, err)
+            worker.finish(trial, params, TrialOutcome(TrialState.FAIL, None, str(err)), start)
             continue
         Path(plan.job.trial_dir).mkdir(parents=True, exist_ok=True)
         planned.append(plan)

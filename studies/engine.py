@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import optuna
 from optuna.trial import TrialState
 
 from harness.config import to_dict
-from harness.errors import ConfigError
+from harness.errors import ConfigError, one_line
 from harness.progress import elapsed_and_eta
 from harness.runner import diverged_losses
 from studies.messages import RowLogged, SeedFinished, TrialEvent, TrialJob, decode, encode
@@ -228,12 +229,12 @@ class Worker:
 
     def _run_trial(self, trial: optuna.Trial) -> None:
         start = time.perf_counter()
+        params: dict[str, Any] = {}
         try:
             params = suggest(trial, self.spec)
             job = self._job(trial, params)
         except ConfigError as err:
-            self.study.tell(trial, state=TrialState.FAIL)
-            log.warning("trial %d failed: %s", trial.number, err)
+            self.finish(trial, params, TrialOutcome(TrialState.FAIL, None, str(err)), start)
             return
         with self.storage.heartbeat(trial):
             try:
@@ -257,13 +258,15 @@ class Worker:
             if outcome.values is None
             else " value " + ", ".join(f"{v:.4g}" for v in outcome.values)
         )
+        why = f" | {reason(outcome.message)}" if outcome.message else ""
         log.info(
-            "trial %d %s%s in %.1f s | %s",
+            "trial %d %s%s in %.1f s | %s%s",
             trial.number,
             outcome.state.name,
             shown,
             time.perf_counter() - start,
             " ".join(f"{k}={_short(v)}" for k, v in params.items()),
+            why,
         )
         log.info(self._study_progress())
 
@@ -370,7 +373,13 @@ class Worker:
             return TrialOutcome(TrialState.PRUNED, None, pruned)
         if rc != 0:
             tail = log_path.read_text()[-2000:]
-            return TrialOutcome(TrialState.FAIL, None, f"trial process exited with {rc}: {tail}")
+            lines = tail.strip().splitlines()
+            # The last line of a traceback names the error: first, as the trial's reason (a
+            # signal leaves no such line, only whatever the trial logged last).
+            last = f": {lines[-1]}" if lines and rc > 0 else ""
+            return TrialOutcome(
+                TrialState.FAIL, None, f"trial process {exit_reason(rc)}{last}\n{tail}"
+            )
         return self._outcome(seeds)
 
     def _outcome(self, seeds: list[SeedFinished]) -> TrialOutcome:
@@ -440,6 +449,26 @@ def _release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+REASON_CHARS = 300  # the most of an error a trial's line and `study status` show
+
+
+def reason(message: str) -> str:
+    """The first line of a trial's error (its ``error`` user attr), cut for one line."""
+    lines = message.strip().splitlines()
+    return one_line(lines[0] if lines else "", REASON_CHARS)
+
+
+def exit_reason(code: int) -> str:
+    """ "exited with 2" or "was killed by signal 9 (SIGKILL)", for a process's exit code."""
+    if code >= 0:
+        return f"exited with {code}"
+    try:
+        name = f" ({signal.Signals(-code).name})"
+    except ValueError:
+        name = ""
+    return f"was killed by signal {-code}{name}"
 
 
 def _short(value: Any) -> str:

@@ -11,8 +11,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from harness.errors import ConfigError
-from studies.engine import Worker, budget, budget_used, open_study
+from harness.errors import ConfigError, VecbenchError
+from studies.engine import Worker, budget, budget_used, exit_reason, open_study, reason
 from studies.spec import LoadedStudy, with_batch_trials
 from studies.storage import journal_url, redact
 from studies.worker_main import STORAGE_ENV
@@ -30,8 +30,11 @@ def run_study(
     """Run (or resume) a study with ``workers`` processes; returns it when the budget is spent."""
     if workers <= 0:
         raise ConfigError(f"--workers must be > 0, got {workers}")
+    if gpus:
+        check_gpus(gpus)
     loaded = with_batch_trials(loaded, batch_trials)
     study, storage = open_study(loaded, storage_url)  # creates it once, before any worker
+    before = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     log.info(
         "study %s: %d of %d trials used, storage %s, %d worker(s)",
         loaded.spec.name,
@@ -44,7 +47,63 @@ def run_study(
         Worker(loaded, storage_url).run()
     else:
         _run_worker_processes(loaded, workers, storage.url, gpus or [])
+    _check_not_all_failed(loaded, study, before)
     return study
+
+
+class StudyFailedError(VecbenchError):
+    """Every trial a `study run` ended failed: the study must not look like a success."""
+
+
+def _check_not_all_failed(
+    loaded: LoadedStudy, study: optuna.Study, before: dict[int, TrialState]
+) -> None:
+    """Raise if the trials that ended in this run (new ones, and ones waiting or running
+    before it) all failed; one failed trial among others is the study's business."""
+    ended = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and not (t.number in before and before[t.number].is_finished())
+    ]
+    if not ended or any(t.state != TrialState.FAIL for t in ended):
+        return
+    first = ended[0]
+    raise StudyFailedError(
+        f"{loaded.path}: all {len(ended)} trial(s) of this run failed; first error: "
+        f"trial {first.number}: {failure_reason(study, first)}"
+    )
+
+
+def failure_reason(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    """Why ``trial`` failed, in one line: its ``error`` user attr, or that its worker was lost."""
+    if trial.user_attrs.get("error"):
+        return reason(str(trial.user_attrs["error"]))
+    retries = [
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if t.system_attrs.get("failed_trial") == trial.number
+    ]
+    if retries:
+        return f"its worker was lost; retried as trial {retries[0]}"
+    return "no error recorded (its worker was lost?)"
+
+
+def check_gpus(gpus: list[str]) -> None:
+    """Refuse --gpus that torch cannot see here: a worker pinned to a missing device would
+    quietly train on the CPU while its run records the GPU. An ID may list several devices
+    ("0,1", as CUDA_VISIBLE_DEVICES does); IDs that are not indices (GPU UUIDs, MIG names)
+    are left to CUDA."""
+    import torch
+
+    count = torch.cuda.device_count()
+    given = f"--gpus {' '.join(gpus)}"
+    if count == 0:
+        raise ConfigError(f"{given}: torch sees no CUDA device")
+    indices = [int(i) for g in gpus for i in g.split(",") if i.strip().isdigit()]
+    if indices and max(indices) >= count:
+        raise ConfigError(
+            f"{given}: torch sees {count} CUDA device(s), so indices run 0..{count - 1}"
+        )
 
 
 def _run_worker_processes(loaded: LoadedStudy, workers: int, url: str, gpus: list[str]) -> None:
@@ -63,9 +122,9 @@ def _run_worker_processes(loaded: LoadedStudy, workers: int, url: str, gpus: lis
         for p in procs:
             p.wait()
         raise
-    failed = [i for i, c in enumerate(codes) if c != 0]
+    failed = [f"worker {i} {exit_reason(c)}" for i, c in enumerate(codes) if c != 0]
     if failed:
-        raise ConfigError(f"worker(s) {failed} exited with an error; see the lines above")
+        raise VecbenchError(f"{'; '.join(failed)}; see the lines above")
 
 
 def worker_launch(
@@ -135,6 +194,8 @@ def study_status(loaded: LoadedStudy, storage_url: str | None = None) -> str:
     if len(table):
         shown = table.drop(columns=["trial_dir"])
         lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        lines.append(f"trial {t.number} failed: {failure_reason(study, t)}")
     return "\n".join(lines)
 
 

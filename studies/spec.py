@@ -26,7 +26,15 @@ from typing import Any, Literal
 
 import yaml
 
-from harness.config import RunConfig, apply_override, build, config_from_dict, read_yaml
+from harness.config import (
+    POLICY_ENV_WHY,
+    RunConfig,
+    apply_override,
+    build,
+    config_from_dict,
+    env_override,
+    read_yaml,
+)
 from harness.errors import ConfigError, FieldError
 
 Metric = Literal[
@@ -198,6 +206,9 @@ class StudySpec:
             raise FieldError("n_trials", f"must be > 0, got {self.n_trials}")
         if not self.seeds:
             raise FieldError("seeds", "must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            # Each seed's run goes to trial-N/seed-S: a repeat would collide with the first.
+            raise FieldError("seeds", f"must be distinct, got {list(self.seeds)}")
         if len(self.objective) > 1 and self.pruner.name != "none":
             raise FieldError("pruner", "cannot prune a study with several objectives")
         if self.pruner.name != "none" and self.objective[0].metric not in RETURN_METRICS:
@@ -289,7 +300,10 @@ def load_study(path: str | Path) -> LoadedStudy:
     spec: StudySpec = build(StudySpec, raw, "", source)
     base: dict[str, Any] = {}
     if spec.base_config:
-        base = read_yaml(path.parent / spec.base_config)
+        try:
+            base = read_yaml(path.parent / spec.base_config)  # relative to the study file
+        except ConfigError as err:
+            raise ConfigError(f"{source}: base_config: {err}") from None
     _merge(base, spec.config)
     loaded = LoadedStudy(spec, path, base)
     _check_base(loaded, source)
@@ -332,6 +346,10 @@ def _check_base(loaded: LoadedStudy, source: str) -> None:
         seen.append(path)
     if spec.evaluation is not None:
         data = json.loads(json.dumps(loaded.base))
+        for item in spec.evaluation.set:
+            key = item.partition("=")[0].strip()
+            if not env_override(key):
+                raise ConfigError(f"{source}: evaluation.set: {key}: {POLICY_ENV_WHY}")
         try:
             for item in spec.evaluation.set:
                 apply_override(data, item)

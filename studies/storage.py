@@ -27,6 +27,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import ConfigError
+from studies.journal import journal_backend
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 # Workers beat for their trials themselves (`StudyStorage.heartbeat`), not through optimize().
@@ -46,12 +47,9 @@ class StudyStorage:
         if url.startswith("journal:"):
             self.journal_path = Path(url[len("journal:") :])
             self.journal_path.parent.mkdir(parents=True, exist_ok=True)
-            from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-            backend = JournalFileBackend(
-                str(self.journal_path), lock_obj=JournalFileOpenLock(str(self.journal_path))
+            self.optuna: optuna.storages.BaseStorage = optuna.storages.JournalStorage(
+                journal_backend(self.journal_path)
             )
-            self.optuna: optuna.storages.BaseStorage = optuna.storages.JournalStorage(backend)
             self.heartbeat_dir = self.journal_path.parent / "heartbeats"
             self.heartbeat_dir.mkdir(exist_ok=True)
         else:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +18,7 @@ import yaml
 from optuna.trial import TrialState
 
 from harness.cli import main
+from harness.errors import VecbenchError
 from harness.tracking import RunStore
 from studies.engine import open_study
 from studies.run import run_study
@@ -214,7 +217,9 @@ def test_trial_left_running_by_a_dead_worker_is_retried(write_study) -> None:
 
 
 @pytest.mark.parametrize("isolation", ["worker", "process"])
-def test_crashing_trial_fails_alone(write_study, isolation: str) -> None:
+def test_crashing_trial_fails_alone(
+    write_study, isolation: str, caplog: pytest.LogCaptureFixture
+) -> None:
     # 4 minibatches cannot be cut from 2 envs x 1 step: that trial fails, the other runs.
     path = write_study(
         space={"env.num_envs": {"type": "categorical", "choices": [2, 32]}},
@@ -226,11 +231,89 @@ def test_crashing_trial_fails_alone(write_study, isolation: str) -> None:
         },
         trial_isolation=isolation,
     )
-    study = run_study(load_study(path))
+    caplog.set_level(logging.INFO, logger="vecbench")
+    study = run_study(load_study(path))  # one trial of two failed: no error
     by_n = {t.params["env.num_envs"]: t for t in trials(study)}
     assert by_n[2].state == TrialState.FAIL
     assert "num_minibatches must be <=" in by_n[2].user_attrs["error"]
     assert by_n[32].state == TrialState.COMPLETE
+    # Its line says why, in one line (a child's reason is its traceback's last line).
+    (line,) = [r.getMessage() for r in caplog.records if " FAIL " in r.getMessage()]
+    assert re.fullmatch(
+        rf"trial {by_n[2].number} FAIL in [\d.]+ s \| env.num_envs=2 \| "
+        r"(trial process exited with 1: harness\.errors\.)?ConfigError: .*"
+        r"num_minibatches must be <=.*",
+        line,
+    ), line
+
+
+def test_a_run_whose_trials_all_fail_is_an_error_and_status_says_why(
+    write_study, capsys: pytest.CaptureFixture
+) -> None:
+    path = write_study(
+        space={"env.num_envs": {"type": "categorical", "choices": [2, 3]}},
+        sampler={"name": "grid"},
+        config={
+            "tracking": {"wandb": "disabled"},
+            "algo": {"num_steps": 1, "num_minibatches": 4},
+            "experiment": {"total_env_steps": 2048},
+        },
+    )
+    assert main(["study", "run", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(
+        f"error: {path}: all 2 trial(s) of this run failed; first error: trial 0: ConfigError: "
+    ), err[-1]
+    assert "num_minibatches must be <=" in err[-1]
+    assert main(["study", "status", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    failed = [line for line in out if " failed: " in line]
+    assert [line.split(":")[0] for line in failed] == ["trial 0 failed", "trial 1 failed"]
+    assert all("num_minibatches must be <=" in line for line in failed), failed
+    # Run again: no trial ends in this run, so nothing new failed.
+    assert main(["study", "run", str(path)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("devices", "gpus", "said"),
+    [
+        (0, ["0", "1"], "no CUDA device"),  # a CPU machine, as torch here may well be
+        (1, ["0", "1"], "1 CUDA device(s), so indices run 0..0"),
+        (2, ["0,1", "2,3"], "2 CUDA device(s), so indices run 0..1"),  # two GPUs a worker
+    ],
+)
+def test_gpus_torch_cannot_see_are_refused_before_the_study_starts(
+    write_study,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    devices: int,
+    gpus: list[str],
+    said: str,
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: devices)
+    path = write_study(space=GRID_ENVS, sampler={"name": "grid"})
+    assert main(["study", "run", str(path), "--workers", "2", "--gpus", *gpus]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --gpus {' '.join(gpus)}: torch sees {said}\n"
+    assert not (load_study(path).study_dir / "journal.log").exists()
+
+
+def test_a_worker_killed_by_a_signal_is_named(write_study, monkeypatch: pytest.MonkeyPatch) -> None:
+    import studies.run
+
+    def launch(loaded, url, index, threads, gpus):
+        code = ["raise SystemExit(2)", "import os; os.kill(os.getpid(), 9)"][index]
+        return [sys.executable, "-c", code], dict(os.environ)
+
+    monkeypatch.setattr(studies.run, "worker_launch", launch)
+    path = write_study(space=GRID_ENVS, sampler={"name": "grid"})
+    with pytest.raises(VecbenchError) as err:
+        run_study(load_study(path), workers=2)
+    assert str(err.value) == (
+        "worker 0 exited with 2; worker 1 was killed by signal 9 (SIGKILL); see the lines above"
+    )
 
 
 def test_cli_run_and_status(write_study, capsys: pytest.CaptureFixture) -> None:

@@ -77,6 +77,12 @@ def test_trial_config_applies_params_and_seed(write_study) -> None:
         ),
         ({"space": {"algo.lr": LR}, "n_trials": 0}, "n_trials must be > 0, got 0"),
         (
+            {"space": {"algo.lr": LR}, "evaluation": {"set": ["algo.lr=0.1"]}},
+            "evaluation.set: algo.lr: an evaluation plays the run's policy",
+        ),
+        # Both seed-0 runs would go to trial-N/seed-0: the second trips on the first's files.
+        ({"space": {"algo.lr": LR}, "seeds": [0, 1, 0]}, "seeds must be distinct, got [0, 1, 0]"),
+        (
             {"space": {"algo.lr": {**LR, "when": {"algo.lr_schedule": ["fixed"]}}}},
             "space.algo.lr.when names 'algo.lr_schedule', which is not a parameter listed before",
         ),
@@ -89,6 +95,17 @@ def test_bad_study_files_name_the_key(write_study, fields, message) -> None:
     with pytest.raises(ConfigError) as err:
         load_study(path)
     assert str(err.value).startswith(f"{path}: {message}"), str(err.value)
+
+
+def test_base_config_is_read_relative_to_the_study_file(write_study, tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("algo: {num_steps: 5}\n")
+    path = write_study(space={"algo.lr": LR}, base_config="base.yaml", config={})
+    assert load_study(path).trial_config({"algo.lr": 1e-3}, 0).algo.num_steps == 5
+    missing = write_study(space={"algo.lr": LR}, base_config="nothere.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_study(missing)
+    where = tmp_path / "nothere.yaml"
+    assert str(err.value) == f"{missing}: base_config: {where}: config file not found"
 
 
 def test_missing_study_file() -> None:
