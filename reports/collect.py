@@ -3,22 +3,21 @@
 Nothing here trains or needs W&B: everything is read from the local files that runs,
 studies and ``vecbench bench`` write. An input that cannot be read is named in
 ``Collection.problems`` and skipped; one read after dropping a damaged part (a metrics row
-a crash cut short) is named in ``Collection.repaired``.
+a crash cut short, rows logged twice) is named in ``Collection.repaired``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from harness.config import RunConfig, config_hash, digest, semantic_dict
 from harness.errors import VecbenchError, one_line
-from harness.tracking import CONFIG_FILE, METRICS_FILE, RunStore
+from harness.tracking import CONFIG_FILE
+from reports.run_reader import read_run
 
 
 class ReportError(VecbenchError):
@@ -72,7 +71,7 @@ def collect(
     runs, curves, repaired = [], [], []
     for run_dir in dict.fromkeys(run_dirs):
         try:
-            row, curve, repair = _read_run(run_dir)
+            row, curve, repair = read_run(run_dir)
         except (VecbenchError, OSError, ValueError, KeyError) as err:
             problems.append(f"{run_dir}: skipped ({err})")
             continue
@@ -159,10 +158,10 @@ def _bench_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _looks_like_bench(path: Path) -> bool:
-    if path.name in ("meta.json", "summary.json") or path.stat().st_size > 50_000_000:
+    if path.name in ("meta.json", "summary.json"):
         return False
-    try:
-        return _is_bench(json.loads(path.read_text()))
+    try:  # stat too: a dangling link or a file removed meanwhile is not a bench file
+        return path.stat().st_size <= 50_000_000 and _is_bench(json.loads(path.read_text()))
     except (OSError, ValueError):
         return False
 
@@ -177,79 +176,11 @@ def _is_bench(rows: Any) -> bool:
     )
 
 
-def config_key(config: RunConfig) -> str:
-    """Hash of a run's config without what differs between seeds of one configuration:
-    `config_hash`'s settings less the seed."""
-    data = semantic_dict(config)
-    del data["experiment"]["seed"]
-    return digest(data, 8)
-
-
-def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, str | None]:
-    """The run's row of the runs table, its learning curve, and what was repaired to
-    read it (None when nothing was)."""
-    store = RunStore.open(run_dir)
-    if not (run_dir / METRICS_FILE).is_file():
-        raise ReportError("no metrics.csv: the run never logged")
-    config = store.config()
-    summary = store.summary()  # missing for runs that did not finish: reported, skipped
-    if not summary.get("completed", False):
-        raise ReportError("the run did not complete")
-    meta = store.meta()
-    table = store.read_metrics()  # damage other than a cut-off last row raises: skipped
-    metrics = table.frame()
-    if metrics.empty or "episode_return" not in metrics:
-        raise ReportError("metrics.csv holds no rows")
-    context = meta.get("context") or {}
-    key = config_key(config)
-    env = config.env
-    task = env.name + (f"-{env.action_type}" if hasattr(env, "action_type") else "")
-    if context:
-        label = f"{context['study']} #{context['trial']}"
-        params = context.get("params") or {}
-        if 0 < len(params) <= 3:
-            label += " (" + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in params.items()) + ")"
-    else:
-        label = config.experiment.name or f"{env.name}/{config.algo.name} {key[:6]}"
-    max_return = env.max_return
-    row = {
-        "run_id": str(run_dir),
-        "label": label,
-        "config_key": key,
-        "task": task,
-        "env": env.name,
-        "algo": config.algo.name,
-        "num_envs": env.num_envs,
-        "seed": config.experiment.seed,
-        "final_return": summary.get("final_return", math.nan),
-        "best_return": summary.get("best_return", math.nan),
-        "env_steps": summary.get("env_steps"),
-        "wall_time_s": summary.get("wall_time_s"),
-        "env_steps_per_second": summary.get("env_steps_per_second", math.nan),
-        "gpu_memory_peak_mb": summary.get("gpu_memory_peak_mb", math.nan),
-        "max_return": max_return if max_return is not None else math.nan,
-        "study": context.get("study"),
-        "trial": context.get("trial"),
-        "device_name": meta.get("device_name"),
-        "torch": meta.get("torch"),
-        "cuda": meta.get("cuda"),
-        "git_commit": meta.get("git_commit"),
-        # Recomputed: meta.json of runs older than the semantic hash holds a whole-config one.
-        "config_hash": config_hash(config),
-        "started_at": meta.get("started_at"),
-    }
-    curve = metrics.assign(run_id=str(run_dir), label=label, task=task)
-    return row, curve, table.repaired
-
-
 def _read_journal(path: Path, problems: list[str]) -> list[StudyData]:
     import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     try:
-        storage = optuna.storages.JournalStorage(
-            JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
-        )
+        storage = _journal_storage(path)
         names = optuna.get_all_study_names(storage)
     except Exception as err:  # a damaged journal raises from deep inside optuna
         problems.append(f"{path}: skipped (unreadable study journal: {err})")
@@ -258,16 +189,12 @@ def _read_journal(path: Path, problems: list[str]) -> list[StudyData]:
 
 
 def _read_storage(url: str, names: list[str], problems: list[str]) -> list[StudyData]:
-    import optuna
+    """The studies ``names`` (all when empty) of the storage ``url``: a database URL, a
+    ``journal:<path>`` or a journal file's plain path, as `vecbench study status` takes."""
+    from studies.storage import journal_url
 
-    from studies.storage import engine_kwargs, redact
-
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
-        known = optuna.get_all_study_names(storage)
-    except Exception as err:
-        why = redact(one_line(str(err), 300), url)
-        raise ReportError(f"storage {redact(url)}: cannot be read ({why})") from None
+    url = journal_url(url)
+    storage, known = _open_storage(url)
     out = []
     for name in names or known:
         if name not in known:
@@ -275,6 +202,60 @@ def _read_storage(url: str, names: list[str], problems: list[str]) -> list[Study
             continue
         out.append(_study(storage, name, url.split("@")[-1]))
     return out
+
+
+def _open_storage(url: str) -> tuple[Any, list[str]]:
+    """The Optuna storage at ``url`` (after `journal_url`) and its study names. A file it
+    names must exist: Optuna creates a missing journal or SQLite file, and a report only
+    reads."""
+    import optuna
+
+    from studies.storage import engine_kwargs, redact
+
+    missing = _missing_file(url)
+    if missing:
+        raise ReportError(f"storage {redact(url)}: {missing}")
+    try:
+        if url.startswith("journal:"):
+            storage = _journal_storage(Path(url[len("journal:") :]))
+        else:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+        return storage, optuna.get_all_study_names(storage)
+    except Exception as err:  # optuna and sqlalchemy raise many kinds for a bad storage
+        why = redact(one_line(str(err), 300), url)
+        raise ReportError(f"storage {redact(url)}: cannot be read ({why})") from None
+
+
+def _missing_file(url: str) -> str | None:
+    """Why the file of a journal or SQLite ``url`` cannot be read, None when it can (or
+    when the URL names no file: a server, an in-memory database)."""
+    if url.startswith("journal:"):
+        path = url[len("journal:") :]
+    else:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            parsed = make_url(url)
+        except ArgumentError:  # opening it reports what is wrong
+            return None
+        path = parsed.database or ""
+        if parsed.get_backend_name() != "sqlite" or path in ("", ":memory:"):
+            return None
+        if parsed.query.get("uri") or path.startswith("file:"):  # SQLite URI filename
+            return None
+    if not Path(path).exists():
+        return f"{path} does not exist"
+    return None if Path(path).is_file() else f"{path} is not a file"
+
+
+def _journal_storage(path: Path) -> Any:
+    """A journal file opened as `vecbench study` opens it; reading it takes no lock."""
+    import optuna
+
+    from studies.storage import journal_backend
+
+    return optuna.storages.JournalStorage(journal_backend(path))
 
 
 def _study(storage: Any, name: str, source: str) -> StudyData:
