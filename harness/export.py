@@ -10,6 +10,7 @@ of the checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -21,6 +22,7 @@ import torch
 from algos.base import Algorithm
 from envs.base import ActionSpace
 from harness.errors import VecbenchError
+from harness.files import write_error
 from harness.registry import make_algo, make_env
 from harness.tracking import RunStore
 
@@ -72,8 +74,12 @@ def export_policy(run_dir: Path, output: Path) -> str:
         raise VecbenchError(f"{output}: -o names a directory; give a file name")
     policy, obs_size = load_policy(run_dir)
     example = torch.zeros(2, obs_size)
-    tmp = output.with_name(output.name + ".tmp")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary file keeps the suffix: torch.export.save warns about any other.
+    tmp = output.with_name(f"{output.stem}.tmp{output.suffix}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(output, err, "write the exported policy") from None
     try:
         with torch.no_grad():
             if kind == "ONNX":
@@ -84,8 +90,11 @@ def export_policy(run_dir: Path, output: Path) -> str:
             else:
                 torch.jit.trace(policy, example).save(str(tmp))
         os.replace(tmp, output)
+    except OSError as err:  # named by the file asked for, not the temporary one
+        raise write_error(output, err, "write the exported policy") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return kind
 
 

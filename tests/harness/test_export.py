@@ -92,3 +92,21 @@ def test_export_command_prints_one_line(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"ONNX policy written to {tmp_path / 'p.onnx'}")
     assert done.stderr == ""
+    # A place that cannot be written is named as asked for, not by a temporary file.
+    unwritable = Path("/proc/vecbench-no-such-dir/p.pt")
+    with pytest.raises(VecbenchError, match=f"^{unwritable}: cannot write the exported policy"):
+        export_policy(run_dir, unwritable)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "export",
+            str(run_dir),
+            "-o",
+            str(tmp_path / "p.pt2"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr  # torch's own warning too
