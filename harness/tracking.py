@@ -9,6 +9,7 @@ Run directory layout::
     checkpoint.pt   latest training state (written atomically)
     eval.json       the latest `vecbench eval` result (absent until one is run)
     wandb/          W&B's own files (offline by default), and LAST_STEP_FILE
+    .training.lock  locked (flock) by the process training the run; names it
 """
 
 from __future__ import annotations
