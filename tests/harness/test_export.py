@@ -74,21 +74,14 @@ def test_export_errors_name_the_file(tmp_path: Path) -> None:
         export_policy(tmp_path, tmp_path / "dir.pt")
 
 
+def export_command(run_dir: Path, output: Path) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "harness.cli", "export", str(run_dir), "-o", str(output)]
+    return subprocess.run(argv, capture_output=True, text=True)
+
+
 def test_export_command_prints_one_line(tmp_path: Path) -> None:
     run_dir = trained("ppo-discrete", tmp_path)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "export",
-            str(run_dir),
-            "-o",
-            str(tmp_path / "p.onnx"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    done = export_command(run_dir, tmp_path / "p.onnx")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"ONNX policy written to {tmp_path / 'p.onnx'}")
     assert done.stderr == ""
@@ -96,17 +89,5 @@ def test_export_command_prints_one_line(tmp_path: Path) -> None:
     unwritable = Path("/proc/vecbench-no-such-dir/p.pt")
     with pytest.raises(VecbenchError, match=f"^{unwritable}: cannot write the exported policy"):
         export_policy(run_dir, unwritable)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "export",
-            str(run_dir),
-            "-o",
-            str(tmp_path / "p.pt2"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    done = export_command(run_dir, tmp_path / "p.pt2")
     assert done.returncode == 0 and done.stderr == "", done.stderr  # torch's own warning too
