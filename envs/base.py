@@ -266,6 +266,11 @@ class VecEnv(ABC):
     def step(self, actions: torch.Tensor) -> EnvStep:
         """Step every env; finished envs reset in place without leaving the device."""
 
+    def use_graphs(self, on: bool) -> None:  # noqa: B027
+        """Whether a task stepped outside torch may replay its own per-step torch work from
+        CUDA graphs (experiment.cuda_graph=false turns it off). Torch tasks are captured
+        whole by the harness instead."""
+
     def draw_member_keys(self, generators: list[torch.Generator]) -> None:  # noqa: B027
         """As blocks of a batch (envs.members): the simulator's own random state, one per
         member, drawn from each member's generator as the env alone draws it. Tasks whose

@@ -132,6 +132,7 @@ class Quadruped(VecEnv):
             "truncated": 2 * o + k + 1,
             "final": slice(2 * o + k + 2, 2 * o + k + 4),
         }
+        self.use_graphs(True)
 
     def draw_member_keys(self, generators: list[torch.Generator]) -> None:
         """Block k's resets draw from member k's JAX key (a run's key, from its generator):
@@ -167,18 +168,91 @@ class Quadruped(VecEnv):
         self._inputs = (actions, params)
         out = torch.from_dlpack(packed)  # [N, 2 * O + K + 4]
         s = self._slices
-        terms = out[:, s["terms"]]
-        reward = terms.sum(1)
+        if self._accounting is None:
+            self._account(out[:, s["terms"].start :])
+        else:
+            self._accounting(out[:, s["terms"].start :])
+        reward = out[:, s["terms"]].sum(1)
         terminated = out[:, s["terminated"]] > 0.5
         truncated = out[:, s["truncated"]] > 0.5
-        done = terminated | truncated
         final = out[:, s["final"]]
-        self.stats.record(reward, terms, done, final)
-        self._redraw_params_where(done)
-        self.episode_step = torch.where(done, 0, self.episode_step + 1)
         info = StepInfo(final_obs=lambda: out[:, s["final_obs"]])
         info["final_metrics"] = final
         return EnvStep(out[:, s["obs"]], reward, terminated, truncated, info)
+
+    def _account(self, results: torch.Tensor) -> None:
+        """Episode statistics, parameter redraws and step counters from one step's
+        ``results`` [N, K + 4]: reward terms, terminated, truncated, final metrics."""
+        k = len(self.reward_terms)
+        terms = results[:, :k]
+        done = (results[:, k] > 0.5) | (results[:, k + 1] > 0.5)
+        self.stats.record(terms.sum(1), terms, done, results[:, k + 2 :])
+        self._redraw_params_where(done)
+        self.episode_step = torch.where(done, 0, self.episode_step + 1)
+
+    def use_graphs(self, on: bool) -> None:
+        self._accounting = _GraphedAccounting(self) if on and self.device.type == "cuda" else None
+
+
+class _GraphedAccounting:
+    """`Quadruped._account` as one CUDA graph: the torch work after each JAX step is ~20
+    small kernels, and MJX keeps the host busy launching its own, so the GPU waits for every
+    launch the host makes. A step copies its results in and replays the graph: two launches.
+
+    The first WARMUP steps run eagerly, the next one captures. Tensors that eager code
+    replaced since (a reset's parameters, a loaded state) are copied into the graph's own
+    before a replay; new episode statistics (a batch's) make it capture again.
+    """
+
+    WARMUP = 2
+
+    def __init__(self, env: Quadruped) -> None:
+        self.env = env
+        self.graph: Any = None
+        self.eager = 0  # eager steps since the last capture was dropped
+        self.key: tuple[int, ...] = ()
+
+    def __call__(self, results: torch.Tensor) -> None:
+        env = self.env
+        if self.graph is not None and self.key != _identity(env.stats):
+            self.graph, self.eager = None, 0
+        if self.graph is None:
+            if self.eager < self.WARMUP:
+                self.eager += 1
+                env._account(results)
+                return
+            self._capture(results)
+        self.results.copy_(results)
+        tensors = env.tensors()
+        if any(v is not self.inputs[k] for k, v in tensors.items()):
+            for k, v in tensors.items():
+                if v is not self.inputs[k]:
+                    self.inputs[k].copy_(v)
+            env.load_tensors(self.inputs)
+        self.graph.replay()
+
+    def _capture(self, results: torch.Tensor) -> None:
+        from harness.graphs import capture
+
+        env = self.env
+        self.results = results.clone()
+        self.inputs = inputs = {k: v.clone() for k, v in env.tensors().items()}
+        env.load_tensors(inputs)
+
+        def account() -> None:
+            env._account(self.results)
+            for k, v in env.tensors().items():
+                if v is not inputs[k]:
+                    inputs[k].copy_(v)
+
+        self.graph, _ = capture(account, [])  # the env draws from its own counter
+        env.load_tensors(inputs)  # the capture ran nothing
+        self.key = _identity(env.stats)
+
+
+def _identity(stats: Any) -> tuple[int, ...]:
+    """The statistics object and its tensors, as a graph captured on them holds them."""
+    return (id(stats), *(id(v) for v in vars(stats).values() if isinstance(v, torch.Tensor)))
 
 
 def _seed(generator: torch.Generator) -> int:

@@ -146,6 +146,7 @@ class _Batch:
         self.env, self.algo = self._build(members)
         exp = first.experiment
         self.env_stepping = speed_up_env(self.env, exp.fused_env, exp.compile)
+        self.env.use_graphs(exp.cuda_graph is not False)
         self.use_graph = (
             device.type == "cuda"
             and first.experiment.cuda_graph is not False

@@ -210,6 +210,7 @@ class _Training:
         if config.tracking.tensorboard:
             summary_writer()  # a missing package fails before the run directory exists
         self.env_stepping = speed_up_env(self.env, exp.fused_env, exp.compile)
+        self.env.use_graphs(exp.cuda_graph is not False)
         self.algo_stepping = speed_up_algo(self.algo, exp.fused_algo, exp.compile)
         video = config.tracking.video_interval
         if video % exp.log_interval:
