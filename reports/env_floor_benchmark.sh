@@ -5,7 +5,7 @@
 # then the MJX quadruped next to raw jit(vmap(mjx.step)) at 4096 / 8192 envs.
 #   bash reports/env_floor_benchmark.sh reports/published/h200/env-floor
 # VECBENCH picks the command (default: vecbench; e.g. VECBENCH="python3 -m harness.cli");
-# PEERS the peers kit (default .peers, else ../shared/peers).
+# PEERS the peers kit (default .peers, else ../shared/peers); QUADRUPED=0 leaves the quadruped out.
 set -euo pipefail
 out=${1:?usage: env_floor_benchmark.sh OUTPUT_DIR}
 vb=${VECBENCH:-vecbench}
@@ -18,7 +18,9 @@ $vb bench --device cuda --modes env --num-envs "${sizes[@]}" --repeats 3 \
 python3 "$peers/copy_bw.py" --out "$out/copy_bw.json"
 python3 "$peers/torch_cartpole.py" --modes graph_triton --out "$out/hand_fused.json" \
   --sizes "$(IFS=,; echo "${sizes[*]}")"
-python3 -m reports.mjx_benchmark --device cuda --num-envs 4096 8192 -o "$out/quadruped-env"
+if [ "${QUADRUPED:-1}" != 0 ]; then
+  python3 -m reports.mjx_benchmark --device cuda --num-envs 4096 8192 -o "$out/quadruped-env"
+fi
 python3 - "$out" <<'PY' | tee "$out/cartpole-env.md"
 import json
 import sys

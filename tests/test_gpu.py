@@ -128,17 +128,20 @@ def _cartpole_randomized(n: int) -> CartpoleConfig:
     )
 
 
+@pytest.mark.parametrize("ranged", [True, False])
 @pytest.mark.parametrize("action_type", ["discrete", "continuous"])
-def test_fused_cartpole_step_equals_the_eager_step(action_type: str) -> None:
+def test_fused_cartpole_step_equals_the_eager_step(action_type: str, ranged: bool) -> None:
     """The Triton step against VecEnv.step, both on CUDA: every output, the parameters
     redrawn on reset (uniform, log-uniform, scaled), counters and episode statistics, for
-    a batch that is not a multiple of the kernel's block."""
+    a batch that is not a multiple of the kernel's block. Final observations are stored by
+    the step with ranged parameters, recomputed when read with nominal ones."""
     n = 5000
     randomization = {
         "pole_mass": ParamRange(0.05, 0.2),
         "gravity": ParamRange(0.5, 1.5, "log_uniform", "scale"),
         "motor_gain": ParamRange(0.8, 1.2, operation="scale"),
     }
+    randomization = randomization if ranged else {}
     config = CartpoleConfig(
         num_envs=n, max_episode_steps=40, action_type=action_type, randomization=randomization
     )
@@ -228,6 +231,8 @@ def test_graphed_env_steps_equal_eager_steps(how: str) -> None:
                 obs, _ = region(obs)
                 out.append(obs.clone())
         graph = GraphedRegion(region, env, [], obs)
+        if how == "fused":  # the observation is the env's state: copied back once per replay
+            assert graph.obs is graph.inputs["state.packed"]
         for _ in range(4):
             out.append(graph()[0].clone())
         return out
@@ -357,6 +362,55 @@ def test_quadruped_on_cuda_equals_cpu_without_copies_or_host_syncs() -> None:
     assert from_torch.unsafe_buffer_pointer() == actions.data_ptr()
     _, packed = gpu.sim.step(gpu.state, from_torch, jax.dlpack.from_dlpack(params))
     assert torch.from_dlpack(packed).data_ptr() == packed.unsafe_buffer_pointer()
+
+
+def test_quadruped_bookkeeping_replayed_from_a_graph_equals_eager() -> None:
+    """The torch work after each JAX step (statistics, parameter redraws, step counters) is
+    a graph replay on CUDA by default: given the same step results it keeps the same books
+    as the eager code, across episodes that end every 3 steps and a reset in between, and
+    waits on nothing. (Two MJX envs on one GPU need not agree bit for bit: XLA's scatters
+    add in any order, so the eager twin books the graphed env's own results.)"""
+    from harness.registry import make_env
+
+    config = load_config(
+        overrides=[
+            "env.name=quadruped",
+            "env.num_envs=64",
+            "env.max_episode_steps=3",
+            "env.randomization.mass_scale={low: 0.8, high: 1.2}",
+            "env.randomization.payload={low: 0.0, high: 1.0}",
+        ]
+    )
+    env, twin = (make_env(config.env, CUDA, torch.Generator().manual_seed(0)) for _ in "ab")
+    graphed = env._accounting
+    assert graphed is not None  # the default on CUDA
+    seen = []
+
+    def book(results: torch.Tensor) -> None:
+        seen.append(results.clone())
+        graphed(results)
+
+    env._accounting = book
+    env.reset(), twin.reset()
+    g = torch.Generator().manual_seed(1)
+    for i in range(12):
+        actions = ((torch.rand(64, 12, generator=g) * 2 - 1) * 0.5).to(CUDA)
+        if i == 7:
+            env.reset(), twin.reset()
+        if i >= 3:  # replays, and copies of what the reset replaced
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            env.step(actions)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        twin._account(seen[-1])
+    assert graphed.graph is not None
+    assert torch.equal(env.episode_step, twin.episode_step)
+    for name, value in twin.params.items():
+        assert torch.equal(env.params[name], value), name
+    for name in ("sums", "running_return", "running_length", "running_terms"):
+        assert torch.equal(getattr(env.stats, name), getattr(twin.stats, name)), name
+    assert twin.stats.sums[0].item() >= 3 * 64  # each env ended 3 episodes (falls: more)
 
 
 @pytest.mark.parametrize("name", ["ppo", "td3"])

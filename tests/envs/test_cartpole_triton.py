@@ -23,9 +23,10 @@ SCRIPT = textwrap.dedent(
         "pole_mass": ParamRange(0.05, 0.2),
         "gravity": ParamRange(0.5, 1.5, "log_uniform", "scale"),
     }
-    for kind in ("discrete", "continuous"):
+    # Ranged parameters: final rows stored by the step; all nominal: recomputed when read.
+    for kind, randomization in [(k, r) for r in (ranges, {}) for k in ("discrete", "continuous")]:
         config = CartpoleConfig(
-            num_envs=n, max_episode_steps=30, action_type=kind, randomization=ranges
+            num_envs=n, max_episode_steps=30, action_type=kind, randomization=randomization
         )
         eager, fused = (
             Cartpole(config, torch.device("cpu"), torch.Generator().manual_seed(3))
@@ -54,7 +55,7 @@ SCRIPT = textwrap.dedent(
         assert sa["episodes"] > 400, sa
         for name, value in sa.items():
             torch.testing.assert_close(sb[name], value, atol=0, rtol=1e-6)
-        print(kind, "ok", int(sa["episodes"]), "episodes")
+        print(kind, "ranged" if randomization else "nominal", "ok", int(sa["episodes"]))
     """
 )
 
@@ -123,7 +124,8 @@ def _interpret(script: str) -> str:
 
 def test_fused_kernel_equals_the_torch_step_under_the_triton_interpreter() -> None:
     out = _interpret(SCRIPT)
-    assert "discrete ok" in out and "continuous ok" in out
+    for case in ("discrete ranged", "continuous ranged", "discrete nominal", "continuous nominal"):
+        assert f"{case} ok" in out, out
 
 
 def test_fused_kernel_steps_a_batch_of_members_as_their_torch_step() -> None:
