@@ -4,9 +4,11 @@ with `CounterRandom` draws, randomised parameters and episode statistics, in one
 It computes what `TensorTask.step` computes for `Cartpole` (the gpu tests compare the two) and
 moves as few bytes per env as it can: it reads the previous observation (which is the
 state), the action, the step counter (int16 when the time limit allows) and, with
-randomisation, the parameters; it writes the observation, terminated, truncated, the
-counter and, only where an episode ended, the final observation. The reward (always 1) is
-a view of one constant, and ``final_obs`` is assembled when first read (`StepInfo`). The
+randomisation, the parameters; it writes the observation, terminated, truncated and the
+counter. The reward (always 1) is a view of one constant, and ``final_obs`` is assembled
+when first read (`StepInfo`): with every parameter nominal `_cartpole_final` steps the
+ended envs' physics again from the state and actions the step read; with randomised
+parameters (redrawn in place on reset) the step stores the rows of ended episodes. The
 random counter lives in two device scalars used in turn, so no program reads a value
 another is writing. Triton's CPU interpreter runs the kernel too (TRITON_INTERPRET=1),
 with plain tile loads and stores where the GPU runs inline PTX (`_load_rows`).
@@ -247,8 +249,8 @@ def _cartpole_step(
     done = terminated | truncated
     if STORE_FINAL:  # else `_cartpole_final` recomputes them when they are asked for
         # Final observations where an episode ended (elsewhere final_obs reads obs), as
-        # both rows of a 32-byte pair where either ended: 8 % faster at 1M envs on an H200
-        # than the ended rows alone.
+        # both rows of a 32-byte pair where either ended: faster on an H200 than the
+        # scattered 16-byte rows alone (issue 17's notes).
         ended = tl.reshape(done.to(tl.int32), (BLOCK // 2, 2))
         pair = tl.broadcast_to(tl.max(ended, axis=1)[:, None], (BLOCK // 2, 2))
         rows = mask & (tl.reshape(pair, (BLOCK,)) != 0)
@@ -369,8 +371,9 @@ class FusedCartpoleStep:
         env, n = self.env, self.env.num_envs
         state = env.packed_state()  # [N, 4]
         obs = torch.empty_like(state)
-        # With every parameter nominal, final_obs is recomputed when read: a step that
-        # stores the rows of ended episodes takes 20 % longer at 1M envs on an H200.
+        # With every parameter nominal, final_obs is recomputed when read: storing the
+        # rows of ended episodes was the costliest part of the step at 1M envs on an H200
+        # (issue 17's notes).
         store_final = self.flags["RANGED"] != 0
         final_rows = torch.empty_like(state) if store_final else obs
         terminated = torch.empty(n, dtype=torch.bool, device=env.device)
