@@ -57,8 +57,7 @@ class GraphedRegion:
         tensors = env.tensors()
         self.inputs = inputs = {k: v.clone() for k, v in tensors.items()}
         # An observation that is the env's state (the fused cartpole's) is that input itself:
-        # one copy back per replay instead of two (a third of the bytes the region moves
-        # besides its steps at 1M envs).
+        # one copy back per replay instead of two (about half the bytes the copies moved).
         shared = next((k for k, v in tensors.items() if v is obs), None)
         self.obs = inputs[shared] if shared is not None else obs.clone()
         env.load_tensors(inputs)
