@@ -3,8 +3,8 @@
 The robot is ``envs/assets/quadruped.xml`` (a box torso, four legs of three hinges, position
 servos), simulated by MJX at 200 Hz with ``substeps`` physics steps per 50 Hz control step
 (`envs.quadruped_mjx`). The simulation state stays in JAX; each `step` hands the actions and
-per-env parameters to one jitted JAX call and takes back one array of results, both through
-DLPack without a copy. On CUDA, JAX's `from_dlpack` makes its stream wait for torch's
+per-env parameters to one jitted JAX call as one array and takes back one array of results,
+both through DLPack without a copy. On CUDA, JAX's `from_dlpack` makes its stream wait for torch's
 current stream, and torch's `from_dlpack` makes torch's current stream wait for JAX's
 results (the DLPack ``stream`` argument), so neither side waits on the host.
 
@@ -127,10 +127,11 @@ class Quadruped(VecEnv):
         self._slices = {
             "obs": slice(0, o),
             "final_obs": slice(o, 2 * o),
-            "terms": slice(2 * o, 2 * o + k),
-            "terminated": 2 * o + k,
-            "truncated": 2 * o + k + 1,
-            "final": slice(2 * o + k + 2, 2 * o + k + 4),
+            "reward": 2 * o,
+            "terms": slice(2 * o + 1, 2 * o + 1 + k),
+            "terminated": 2 * o + 1 + k,
+            "truncated": 2 * o + 2 + k,
+            "final": slice(2 * o + 3 + k, 2 * o + 5 + k),
         }
         self.use_graphs(True)
 
@@ -161,18 +162,17 @@ class Quadruped(VecEnv):
     def step(self, actions: torch.Tensor) -> EnvStep:
         if self.state is None:
             self.reset()
-        actions = actions.detach().to(torch.float32).contiguous()
-        params = self.param_matrix()
-        from_dlpack = self._jax.dlpack.from_dlpack
-        self.state, packed = self.sim.step(self.state, from_dlpack(actions), from_dlpack(params))
-        self._inputs = (actions, params)
-        out = torch.from_dlpack(packed)  # [N, 2 * O + K + 4]
+        params = [self.params[name][:, None] for name in self._sim_module.PARAMS]
+        inputs = torch.cat([actions.detach().to(torch.float32), *params], dim=1)  # [N, 12 + P]
+        self.state, packed = self.sim.step(self.state, self._jax.dlpack.from_dlpack(inputs))
+        self._inputs = (inputs,)
+        out = torch.from_dlpack(packed)  # [N, 2 * O + 1 + K + 4]
         s = self._slices
         if self._accounting is None:
-            self._account(out[:, s["terms"].start :])
+            self._account(out[:, s["reward"] :])
         else:
-            self._accounting(out[:, s["terms"].start :])
-        reward = out[:, s["terms"]].sum(1)
+            self._accounting(out[:, s["reward"] :])
+        reward = out[:, s["reward"]]
         terminated = out[:, s["terminated"]] > 0.5
         truncated = out[:, s["truncated"]] > 0.5
         final = out[:, s["final"]]
@@ -182,11 +182,12 @@ class Quadruped(VecEnv):
 
     def _account(self, results: torch.Tensor) -> None:
         """Episode statistics, parameter redraws and step counters from one step's
-        ``results`` [N, K + 4]: reward terms, terminated, truncated, final metrics."""
+        ``results`` [N, 1 + K + 4]: reward, reward terms, terminated, truncated, final
+        metrics."""
         k = len(self.reward_terms)
-        terms = results[:, :k]
-        done = (results[:, k] > 0.5) | (results[:, k + 1] > 0.5)
-        self.stats.record(terms.sum(1), terms, done, results[:, k + 2 :])
+        terms = results[:, 1 : 1 + k]
+        done = (results[:, 1 + k] > 0.5) | (results[:, 2 + k] > 0.5)
+        self.stats.record(results[:, 0], terms, done, results[:, 3 + k :])
         self._redraw_params_where(done)
         self.episode_step = torch.where(done, 0, self.episode_step + 1)
 

@@ -241,13 +241,14 @@ class Simulation:
         state = {**self._fresh(sub), "key": key}
         return state, self._observe(state)
 
-    def _step(
-        self, state: dict[str, Any], action: jax.Array, params: jax.Array
-    ) -> tuple[dict[str, Any], jax.Array]:
-        """One control step of every env. Returns the new state and one [N, 2 * 52 + K + 4]
-        f32 array: obs (after resets), final_obs (before), reward terms [K], terminated,
-        truncated, and the final metrics mean velocity x and velocity error."""
+    def _step(self, state: dict[str, Any], inputs: jax.Array) -> tuple[dict[str, Any], jax.Array]:
+        """One control step of every env from inputs [N, 12 + P]: actions, then the per-env
+        parameters (one array: each exchange with torch costs the host ~0.1 ms). Returns the
+        new state and one [N, 2 * 52 + 1 + K + 4] f32 array: obs (after resets), final_obs
+        (before), reward, reward terms [K], terminated, truncated, and the final metrics mean
+        velocity x and velocity error."""
         s = self.spec
+        action, params = inputs[:, :12], inputs[:, 12:]
         a = jnp.clip(action, -1.0, 1.0)
         ctrl = self.default_joints + s.action_scale * a  # MuJoCo clamps to ctrlrange
         qpos, qvel, warm, force = self._batched(self._physics)(
@@ -308,6 +309,7 @@ class Simulation:
             [
                 obs,
                 final_obs,
+                terms.sum(axis=1, keepdims=True),
                 terms,
                 terminated[:, None].astype(jnp.float32),
                 truncated[:, None].astype(jnp.float32),
@@ -326,28 +328,40 @@ def raw_steps_per_second(
     device: jax.Device,
     steps: int = 200,
     targets: np.ndarray | None = None,
+    states: dict[str, jax.Array] | None = None,
 ) -> float:
     """The floor to compare the env with: ``jit(vmap(mjx.step))`` with ``substeps`` physics
-    steps per call, the batched Data carried from call to call, constant controls (the
-    standing pose, or joint ``targets`` [num_envs, 12]), and no rewards, resets,
-    randomisation or exchange with torch. Control steps per second."""
+    steps per call, constant controls (the standing pose, or joint ``targets``
+    [num_envs, 12]), and no rewards, resets, randomisation or exchange with torch. Control
+    steps per second.
+
+    By default the batched Data starts standing and is carried from call to call. With
+    ``states`` (an env's qpos, qvel and warm start) every call steps those same states:
+    MJX's solver iterates until it converges, so its cost follows the robots' motion, and
+    this floor does the physics work the env's own states need."""
     mx = mjx.put_model(model, device=device)
     one = mjx.make_data(mx, device=device).replace(qpos=jnp.asarray(stand_qpos(model)))
     data = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_envs, *x.shape)), one)
     if targets is None:
         targets = np.broadcast_to(np.asarray(STAND, np.float32), (num_envs, 12))
     data = data.replace(ctrl=jax.device_put(jnp.asarray(targets, jnp.float32), device))
+    if states is not None:
+        data = data.replace(qpos=states["qpos"], qvel=states["qvel"], qacc_warmstart=states["warm"])
 
     def physics(d: mjx.Data) -> mjx.Data:
         return jax.lax.fori_loop(0, substeps, lambda _, d: mjx.step(mx, d), d)
 
-    donate = () if device.platform == "cpu" else (0,)
+    carried = states is None
+    donate = (0,) if carried and device.platform != "cpu" else ()
     step = jax.jit(jax.vmap(physics), donate_argnums=donate)
-    for _ in range(max(1, steps // 10)):
-        data = step(data)
-    jax.block_until_ready(data)
+    start_data = data
+    for _ in range(max(2, steps // 10)):  # the second call's inputs are the first's outputs
+        out = step(data)
+        data = out if carried else start_data
+    jax.block_until_ready(out)
     start = time.perf_counter()
     for _ in range(steps):
-        data = step(data)
-    jax.block_until_ready(data)
+        out = step(data)
+        data = out if carried else start_data
+    jax.block_until_ready(out)
     return steps * num_envs / (time.perf_counter() - start)

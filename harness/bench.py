@@ -50,7 +50,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _random_actions(env: Any, generator: torch.Generator) -> torch.Tensor:
+def random_actions(env: Any, generator: torch.Generator) -> torch.Tensor:
     space, n, dev = env.action_space, env.num_envs, env.device
     if space.kind == "discrete":
         return torch.randint(0, space.n, (n,), device=dev, generator=generator)
@@ -105,7 +105,7 @@ def env_steps_per_second(config: RunConfig, warmup: int = 20, steps: int = 200) 
     env_gen, _ = make_generators(config.experiment.seed, device)
     env = make_env(config.env, device, env_gen)
     _speed_up(config, env)
-    actions = _random_actions(env, env_gen)
+    actions = random_actions(env, env_gen)
     call, per_call = _stepper(config, lambda obs: env.step(actions).obs, env, env.reset())
     calls = max(1, steps // per_call)
     seconds = _timed(call, max(1, warmup // per_call), calls, device)

@@ -58,11 +58,10 @@ def test_quadruped_on_cuda_equals_cpu_without_copies_or_host_syncs() -> None:
     assert first.sum().item() <= 2, first.nonzero().flatten().tolist()
     assert errors[-1].median().item() < 1e-4
     # The exchange shares memory both ways.
-    actions = acts[0].to(CUDA)
-    params = gpu.param_matrix()
-    from_torch = jax.dlpack.from_dlpack(actions)
-    assert from_torch.unsafe_buffer_pointer() == actions.data_ptr()
-    _, packed = gpu.sim.step(gpu.state, from_torch, jax.dlpack.from_dlpack(params))
+    inputs = torch.cat([acts[0].to(CUDA), gpu.param_matrix()], dim=1)
+    from_torch = jax.dlpack.from_dlpack(inputs)
+    assert from_torch.unsafe_buffer_pointer() == inputs.data_ptr()
+    _, packed = gpu.sim.step(gpu.state, from_torch)
     assert torch.from_dlpack(packed).data_ptr() == packed.unsafe_buffer_pointer()
 
 
