@@ -328,7 +328,7 @@ def raw_steps_per_second(
     device: jax.Device,
     steps: int = 200,
     targets: np.ndarray | None = None,
-    states: dict[str, jax.Array] | None = None,
+    states: list[dict[str, jax.Array]] | None = None,
 ) -> float:
     """The floor to compare the env with: ``jit(vmap(mjx.step))`` with ``substeps`` physics
     steps per call, constant controls (the standing pose, or joint ``targets``
@@ -336,32 +336,41 @@ def raw_steps_per_second(
     steps per second.
 
     By default the batched Data starts standing and is carried from call to call. With
-    ``states`` (an env's qpos, qvel and warm start) every call steps those same states:
-    MJX's solver iterates until it converges, so its cost follows the robots' motion, and
-    this floor does the physics work the env's own states need."""
+    ``states`` (an env's qpos, qvel and warm start before each of its steps) call i steps
+    ``states[i]``, as many calls as there are states (``steps`` is ignored): MJX's solver
+    iterates until it converges, so its cost follows the robots' motion, and this floor
+    does the physics work of the env's own steps."""
     mx = mjx.put_model(model, device=device)
     one = mjx.make_data(mx, device=device).replace(qpos=jnp.asarray(stand_qpos(model)))
     data = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_envs, *x.shape)), one)
     if targets is None:
         targets = np.broadcast_to(np.asarray(STAND, np.float32), (num_envs, 12))
     data = data.replace(ctrl=jax.device_put(jnp.asarray(targets, jnp.float32), device))
-    if states is not None:
-        data = data.replace(qpos=states["qpos"], qvel=states["qvel"], qacc_warmstart=states["warm"])
 
     def physics(d: mjx.Data) -> mjx.Data:
         return jax.lax.fori_loop(0, substeps, lambda _, d: mjx.step(mx, d), d)
 
-    carried = states is None
-    donate = (0,) if carried and device.platform != "cpu" else ()
+    if states is not None:
+        given = [
+            data.replace(qpos=s["qpos"], qvel=s["qvel"], qacc_warmstart=s["warm"]) for s in states
+        ]
+        step = jax.jit(jax.vmap(physics))
+        for d in given[:2]:
+            out = step(d)
+        jax.block_until_ready(out)
+        start = time.perf_counter()
+        for d in given:
+            out = step(d)
+        jax.block_until_ready(out)
+        return len(given) * num_envs / (time.perf_counter() - start)
+
+    donate = () if device.platform == "cpu" else (0,)
     step = jax.jit(jax.vmap(physics), donate_argnums=donate)
-    start_data = data
     for _ in range(max(2, steps // 10)):  # the second call's inputs are the first's outputs
-        out = step(data)
-        data = out if carried else start_data
-    jax.block_until_ready(out)
+        data = step(data)
+    jax.block_until_ready(data)
     start = time.perf_counter()
     for _ in range(steps):
-        out = step(data)
-        data = out if carried else start_data
-    jax.block_until_ready(out)
+        data = step(data)
+    jax.block_until_ready(data)
     return steps * num_envs / (time.perf_counter() - start)

@@ -5,11 +5,11 @@ same substeps, and their ratio, the adapter's cost).
 
 Raw MJX runs three times: holding the standing pose; holding random joint targets drawn as
 the env benchmark draws its actions (uniform in [-1, 1], times the action scale), carried
-from call to call; and stepping, at every call, the states the env benchmark's robots are in
-halfway through its timed steps with those same targets. MJX's solver iterates until it
-converges, so its speed depends on the motion: the third floor does the env's own physics
-work, and the gap to it is what the env adds (its task's JAX work and the exchange with
-torch)."""
+from call to call; and replaying the env benchmark's own timed steps: call i steps the
+states its robots were in before its step i (the same seed draws the same actions and
+resets) with those targets. MJX's solver iterates until it converges, so its speed depends
+on the motion: the third floor does the env's physics work, and the gap to it is what the
+env adds (its task's JAX work and the exchange with torch)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ from harness.tracking import environment_meta
 WARMUP = 20  # env_steps_per_second's default
 
 
-def env_states(config: RunConfig, steps: int) -> tuple[dict, np.ndarray]:
-    """The qpos, qvel and warm start of the env benchmark's robots halfway through its
-    timed steps, and the joint targets its actions hold (the same draws: same seed)."""
+def env_states(config: RunConfig, steps: int) -> tuple[list[dict], np.ndarray]:
+    """The qpos, qvel and warm start of the env benchmark's robots before each of its timed
+    steps, and the joint targets its actions hold (the same seed: the same draws)."""
     import jax.numpy as jnp
 
     device = resolve_device(config.experiment.device)
@@ -39,9 +39,11 @@ def env_states(config: RunConfig, steps: int) -> tuple[dict, np.ndarray]:
     env = make_env(config.env, device, env_gen)
     actions = random_actions(env, env_gen)
     env.reset()
-    for _ in range(WARMUP + steps // 2):
+    states = []
+    for i in range(WARMUP + steps):
+        if i >= WARMUP:
+            states.append({k: jnp.array(env.state[k]) for k in ("qpos", "qvel", "warm")})
         env.step(actions)
-    states = {k: jnp.array(env.state[k]) for k in ("qpos", "qvel", "warm")}
     sim = env._sim_module
     targets = np.asarray(sim.STAND, np.float32) + config.env.action_scale * np.clip(
         actions.cpu().numpy(), -1.0, 1.0
