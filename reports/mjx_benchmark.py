@@ -34,6 +34,8 @@ def env_states(config: RunConfig, steps: int) -> tuple[list[dict], np.ndarray]:
     steps, and the joint targets its actions hold (the same seed: the same draws)."""
     import jax.numpy as jnp
 
+    from envs.quadruped_mjx import STAND
+
     device = resolve_device(config.experiment.device)
     env_gen, _ = make_generators(config.experiment.seed, device)
     env = make_env(config.env, device, env_gen)
@@ -44,8 +46,7 @@ def env_states(config: RunConfig, steps: int) -> tuple[list[dict], np.ndarray]:
         if i >= WARMUP:
             states.append({k: jnp.array(env.state[k]) for k in ("qpos", "qvel", "warm")})
         env.step(actions)
-    sim = env._sim_module
-    targets = np.asarray(sim.STAND, np.float32) + config.env.action_scale * np.clip(
+    targets = np.asarray(STAND, np.float32) + config.env.action_scale * np.clip(
         actions.cpu().numpy(), -1.0, 1.0
     )
     return states, targets.astype(np.float32)
